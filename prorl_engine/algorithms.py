@@ -113,7 +113,8 @@ def _clamped_log_ratio(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tens
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """H = -sum_v p_v log p_v per position. logits: (M, T, V) -> (M, T)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
+    p = logp.exp()
+    return -(p * logp.masked_fill(p == 0, 0.0)).sum(dim=-1)  # 0 log 0 = 0 for masked (-inf) logits
 
 
 # --- scheduled cosine length penalty (section 4) --------------------------------------------------
@@ -178,4 +179,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def mean_pass_at_k(counts: Sequence[tuple[int, int]], k: int) -> float:
     """pass@k averaged over prompts; counts holds (n, c) per prompt."""
+    if not counts:
+        raise ValueError("pass@k needs at least one prompt")
     return sum(pass_at_k(n, c, k) for n, c in counts) / len(counts)
