@@ -69,7 +69,8 @@ class RunConfig:
     """A whole ProRL run. Defaults follow PRORL_SPEC.md; `configs/tiny.yaml` shrinks them for the CPU."""
 
     # --- model ---------------------------------------------------------------------------------
-    model_path: str = _field("", "model", "Local save_pretrained folder of the base policy (weights and tokenizer).")
+    model_path: str = _field("", "model", "Local save_pretrained folder of the base policy (weights and tokenizer); "
+                             "tiny:<folder> or base:<folder> builds the project's own model there on first use.")
     dtype: str = _field("float32", "model", "Parameter dtype for training and rollout.", choices=DTYPES)
     device: str = _field("auto", "model", "Where to train: auto picks CUDA when present, else the CPU.", choices=DEVICES)
     seed: int = _field(0, "model", "Seed for data order, sampling and initialisation; a run is reproducible from it.")
@@ -214,7 +215,13 @@ class RunConfig:
                 need(value in spec.choices, spec.name, f"must be one of {', '.join(spec.choices)}, not {value!r}")
 
         need(bool(self.model_path), "model_path", "is required: a local save_pretrained folder")
-        if self.model_path and check_paths:
+        builder = self.model_path.split(":", 1)[0] if ":" in self.model_path else None
+        if builder is not None:
+            from prorl_engine.modeling import MODEL_BUILDERS
+
+            need(builder in MODEL_BUILDERS, "model_path",
+                 f"unknown model builder {builder!r} (known: {', '.join(sorted(MODEL_BUILDERS))})")
+        elif self.model_path and check_paths:
             folder = Path(self.model_path).expanduser()
             need(folder.is_dir() and (folder / "config.json").is_file(), "model_path",
                  f"{self.model_path} is not a save_pretrained folder (no config.json there)")
@@ -265,7 +272,7 @@ class RunConfig:
         need(self.keep_checkpoints >= 0, "keep_checkpoints", "must be >= 0 (0 = keep all)")
         need(self.samples_per_step_logged >= 0, "samples_per_step_logged", "must be >= 0")
         errors.extend(_data_errors(self.data))
-        if check_paths and self.model_path and not errors:
+        if check_paths and self.model_path and builder is None and not errors:
             errors.extend(_budget_errors(self))
         if errors:
             raise ConfigError(errors)

@@ -1,0 +1,446 @@
+"""The demo's base model: a small Qwen2 taught three reasoning-gym arithmetic tasks by supervised
+fine-tuning, deliberately under-trained so that ProRL has room (and signal) to improve it.
+
+    python -m prorl_engine.basemodel --out var/models/base-0 [--seed 0] [--sft-steps 1200]
+
+What it does, all on the CPU and reproducible from `--seed`:
+1. generates reasoning-gym problems of three tasks (`TASKS`, easy difficulty settings) and writes a
+   worked solution for each: one line of intermediate results, then `<answer>X</answer>` and eos;
+2. trains a byte-level BPE tokenizer (`tiny.train_tokenizer`) on prompts and solutions;
+3. creates a randomly initialised Qwen2 of a few million parameters;
+4. trains it with a plain PyTorch loop (AdamW, cross-entropy on response tokens only) on prompts in
+   exactly the engine's format (`modeling.format_prompt`);
+5. measures held-out pass@1 and pass@8 (temperature 0.6, top_p 0.95: the spec's evaluation
+   protocol) on the held-out split that the demo run (configs/demo.yaml) evaluates on, and writes
+   a `save_pretrained` folder plus `build_info.json`.
+
+Why worked solutions rather than the bare answer: a few-million-parameter transformer cannot add
+three 2-digit numbers in one token's worth of computation, but it can do one operation per step
+when the intermediate results are written out ("98 + 93 = 191, 191 - 77 = 114"). That puts accuracy
+in a range RL can move, and gives responses a length for the length penalty to act on. Half of the
+SFT solutions start with a fixed preamble sentence that adds tokens and nothing else, so the
+cosine length penalty has something to remove that costs no accuracy (spec section 13, claim 3).
+
+The held-out questions of the demo's evaluation split are excluded from the SFT data, so the
+model's held-out pass@k (before and after RL) is measured on problems it never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import operator
+import platform
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prorl_engine.algorithms import mean_pass_at_k
+from prorl_engine.config import DataSource
+from prorl_engine.modeling import format_prompt
+from prorl_engine.tiny import EOS, build_tiny_model, train_tokenizer
+
+# The three RL tasks and their difficulty (reasoning-gym generator parameters). Easy settings:
+# a few-million-parameter model reaches roughly a third correct after a few minutes of SFT.
+TASKS: dict[str, dict[str, Any]] = {
+    "chain_sum": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
+    "basic_arithmetic": {
+        "min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1,
+        "operators": ["+", "-", "*"], "allow_parentheses": True, "allow_negation": True,
+    },
+    "simple_equations": {
+        "min_terms": 2, "max_terms": 2, "min_value": 1, "max_value": 9,
+        "operators": ["+", "-", "*"], "operators_weights": [0.4, 0.4, 0.2],
+    },
+}
+INSTRUCTION = DataSource.instruction  # the engine's default: "\nPut your final answer inside <answer></answer> tags."
+PREAMBLE = "Let me work this out one step at a time.\n"  # verbose style: tokens that carry nothing
+DEMO_TRAIN_SIZE = 2000   # training prompts per task in the demo mix
+DEMO_EVAL_SIZE = 32      # held-out prompts per task in the demo mix
+RL_SEED = 0              # the demo run's seed: its held-out split is excluded from SFT
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reasoning-gym item with the prompt the engine shows and the SFT target response."""
+
+    task: str
+    entry: dict[str, Any]
+    prompt: str      # question + instruction (what `Example.prompt` holds)
+    response: str    # worked line + answer tag, without eos
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Qwen2 size; the defaults give about 3.4M parameters."""
+
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    vocab_size: int = 1024
+    max_positions: int = 512  # >= max_prompt_tokens (256) + the demo's response budget
+
+
+def demo_sources(train_size: int = DEMO_TRAIN_SIZE, eval_size: int = DEMO_EVAL_SIZE) -> list[dict[str, Any]]:
+    """The demo's training mix as RunConfig `data` entries (configs/demo.yaml holds the same)."""
+    return [
+        {"task": task, "source": "reasoning_gym", "weight": 1.0, "size": train_size, "params": dict(params),
+         "eval_size": eval_size}
+        for task, params in TASKS.items()
+    ]
+
+
+# --- worked solutions ------------------------------------------------------------------------
+
+_BINARY_OPS: dict[type, tuple[str, Callable[[int, int], int]]] = {
+    ast.Add: ("+", operator.add), ast.Sub: ("-", operator.sub),
+    ast.Mult: ("*", operator.mul), ast.Div: ("/", operator.floordiv),  # reasoning-gym divides exactly
+}
+
+
+def arithmetic_steps(expression: str) -> tuple[list[str], int]:
+    """Evaluate an integer expression one operation at a time, in Python's order.
+
+    "98 + 93 - 77" -> (["98 + 93 = 191", "191 - 77 = 114"], 114). Negating a literal or a bracket
+    is folded into the value (no step of its own).
+    """
+    steps: list[str] = []
+
+    def value(node: ast.AST) -> int:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            inner = value(node.operand)
+            return -inner if isinstance(node.op, ast.USub) else inner
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY_OPS:
+            left, right = value(node.left), value(node.right)
+            symbol, apply = _BINARY_OPS[type(node.op)]
+            result = apply(left, right)
+            steps.append(f"{left} {symbol} {right} = {result}")
+            return result
+        raise ValueError(f"unsupported expression {expression!r}")
+
+    result = value(ast.parse(expression, mode="eval").body)
+    return steps, result
+
+
+def equation_steps(equation: str, variable: str) -> tuple[list[str], int]:
+    """Solve a linear equation a*x + b = c in at most two written steps.
+
+    "8*t - 9 = 23" -> (["8*t = 23 + 9 = 32", "t = 32 / 8 = 4"], 4).
+    """
+    import sympy
+
+    left, right = equation.split(" = ")
+    x = sympy.Symbol(variable)
+    expr = sympy.sympify(left, locals={variable: x})
+    a, b, c = int(expr.coeff(x)), int(expr.subs(x, 0)), int(right)
+    if a == 0 or (c - b) % a:
+        raise ValueError(f"{equation!r} is not a linear equation with an integer solution")
+    term = variable if a == 1 else f"-{variable}" if a == -1 else f"{a}*{variable}"
+    steps, rest = [], c - b
+    if b:
+        steps.append(f"{term} = {c} {'-' if b > 0 else '+'} {abs(b)} = {rest}")
+    if a != 1:
+        steps.append(f"{variable} = {rest} / {a} = {rest // a}")
+    if not steps:
+        steps.append(f"{variable} = {c}")
+    return steps, rest // a
+
+
+def worked_solution(task: str, entry: dict[str, Any]) -> str:
+    """The SFT target for one item: the intermediate results on one line, then the answer tag."""
+    metadata = entry["metadata"]
+    if task == "simple_equations":
+        steps, result = equation_steps(metadata["equation"], metadata["variable"])
+    else:
+        steps, result = arithmetic_steps(metadata["expression"])
+    if str(result) != str(entry["answer"]):
+        raise ValueError(f"{task}: worked result {result} differs from reasoning-gym's {entry['answer']}")
+    return ", ".join(steps) + f"\n<answer>{entry['answer']}</answer>"
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def generate_problems(
+    count_per_task: int, seed: int, *, verbose_fraction: float = 0.5, exclude: frozenset[str] = frozenset(),
+) -> list[Problem]:
+    """`count_per_task` problems of every task, shuffled; questions in `exclude` are skipped.
+
+    Item i of a reasoning-gym dataset is drawn from Random(dataset_seed + i), so each task gets
+    a dataset seed far from the RL seeds (0, 1, 2, ...) and from the other tasks'.
+    """
+    import reasoning_gym
+
+    rng = random.Random(seed)
+    problems = []
+    for index, (task, params) in enumerate(TASKS.items()):
+        dataset_seed = 1_000_003 * (seed + 1) + 100_000 * index
+        dataset = reasoning_gym.create_dataset(task, size=2 * count_per_task, seed=dataset_seed, **params)
+        kept = 0
+        for item in range(len(dataset)):
+            entry = dataset[item]
+            if entry["question"] in exclude:
+                continue
+            preamble = PREAMBLE if rng.random() < verbose_fraction else ""
+            problems.append(Problem(task, entry, entry["question"] + INSTRUCTION, preamble + worked_solution(task, entry)))
+            kept += 1
+            if kept == count_per_task:
+                break
+    rng.shuffle(problems)
+    return problems
+
+
+def held_out_problems(rl_seed: int = RL_SEED) -> list[Problem]:
+    """The demo run's held-out split (what its `eval/...` metrics measure), as `Problem`s."""
+    from prorl_engine.data.sources import load_source
+
+    problems = []
+    for index, source in enumerate(demo_sources()):
+        _, held_out = load_source(DataSource(**source), rl_seed + index)
+        for example in held_out:
+            entry = example.metadata["entry"]
+            problems.append(Problem(example.task, entry, example.prompt, worked_solution(example.task, entry)))
+    return problems
+
+
+def tokenizer_corpus(problems: Sequence[Problem]) -> list[str]:
+    """Prompts and responses as the model will see them (the format has no chat template)."""
+    return [f"{p.prompt}\n{PREAMBLE}{p.response}" for p in problems]
+
+
+def make_tokenizer(problems: Sequence[Problem], vocab_size: int):
+    """`tiny.train_tokenizer`, with <answer> and </answer> made ordinary (non-special) tokens.
+
+    They stay single tokens, but `decode(..., skip_special_tokens=True)` keeps them: otherwise
+    the engine's decoded responses would lose their answer tags and every reward would be the
+    format penalty. Only <|endoftext|> (eos and pad) stays special.
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    trained = train_tokenizer(tokenizer_corpus(problems), vocab_size=vocab_size)
+    spec = json.loads(trained.backend_tokenizer.to_str())
+    for token in spec["added_tokens"]:
+        token["special"] = token["content"] == EOS
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), eos_token=EOS, pad_token=EOS)
+
+
+def encode_pair(tokenizer, problem: Problem) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids + eos), tokenised separately exactly as the engine does:
+    it encodes `format_prompt(prompt)` and generates the response after it."""
+    prompt_ids = tokenizer(format_prompt(tokenizer, problem.prompt), add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(problem.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return prompt_ids, response_ids
+
+
+def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, labels), each (N, L); labels are -100 except on
+    response tokens, so the loss is on the response only."""
+    width = max(len(p) + len(r) for p, r in pairs)
+    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    labels = torch.full((len(pairs), width), -100, dtype=torch.long)
+    for row, (prompt, response) in enumerate(pairs):
+        sequence = prompt + response
+        input_ids[row, : len(sequence)] = torch.tensor(sequence)
+        attention_mask[row, : len(sequence)] = 1
+        labels[row, len(prompt): len(sequence)] = torch.tensor(response)
+    return input_ids, attention_mask, labels
+
+
+# --- supervised fine-tuning ------------------------------------------------------------------
+
+def sft(
+    model: torch.nn.Module, pairs: Sequence[tuple[list[int], list[int]]], *, steps: int, batch_size: int,
+    learning_rate: float, warmup: int, seed: int, pad_id: int, log: Callable[[str], None] = print,
+) -> list[float]:
+    """AdamW with linear warmup and cosine decay to 10%; returns the loss of every step.
+
+    Batches walk through `pairs` in a seeded order (a new permutation per epoch).
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01, betas=(0.9, 0.98))
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(pairs), generator=generator).tolist()
+    cursor, losses = 0, []
+    model.train()
+    for step in range(steps):
+        if cursor + batch_size > len(order):
+            order, cursor = torch.randperm(len(pairs), generator=generator).tolist(), 0
+        batch = [pairs[i] for i in order[cursor: cursor + batch_size]]
+        cursor += batch_size
+        input_ids, attention_mask, labels = collate(batch, pad_id)  # (N, L) each
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            log(f"sft step {step + 1}/{steps}  loss {sum(losses[-100:]) / len(losses[-100:]):.4f}")
+    model.eval()
+    return losses
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+def extract_answer(response: str) -> str | None:
+    """The content of the last <answer>...</answer> tag, as the logic verifier reads it."""
+    end = response.rfind("</answer>")
+    start = response.rfind("<answer>", 0, end) if end >= 0 else -1
+    return response[start + len("<answer>"): end].strip() if start >= 0 else None
+
+
+def score(problem: Problem, response: str) -> float:
+    """reasoning-gym's own verifier on the answer tag's content (None -> 0: counts as wrong)."""
+    import reasoning_gym
+
+    answer = extract_answer(response)
+    return 0.0 if answer is None else float(reasoning_gym.get_score_answer_fn(problem.task)(answer, problem.entry))
+
+
+@torch.no_grad()
+def sample_responses(
+    model: torch.nn.Module, tokenizer, problems: Sequence[Problem], *, n: int, temperature: float, top_p: float,
+    max_new_tokens: int, batch_prompts: int = 16,
+) -> list[list[str]]:
+    """`n` sampled responses per problem (left-padded batched `generate`, KV-cached)."""
+    model.eval()
+    responses: list[list[str]] = []
+    for start in range(0, len(problems), batch_prompts):
+        chunk = [encode_pair(tokenizer, p)[0] for p in problems[start: start + batch_prompts]]
+        width = max(len(ids) for ids in chunk)
+        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, ids in enumerate(chunk):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention_mask[row, width - len(ids):] = 1
+        output = model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, do_sample=True, temperature=temperature,
+            top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, num_return_sequences=n,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )  # (len(chunk) * n, width + new), grouped by prompt
+        texts = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+        responses.extend(texts[i * n: (i + 1) * n] for i in range(len(chunk)))
+    return responses
+
+
+def pass_at_k_report(
+    model: torch.nn.Module, tokenizer, problems: Sequence[Problem], *, n: int = 8, ks: Sequence[int] = (1, 8),
+    temperature: float = 0.6, top_p: float = 0.95, max_new_tokens: int = 64, seed: int = 0,
+) -> dict[str, float]:
+    """pass@k (unbiased, spec section 11) per task and over all problems; a sample counts as
+    correct when reasoning-gym gives it full credit. Also the mean response length in characters."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        responses = sample_responses(model, tokenizer, problems, n=n, temperature=temperature, top_p=top_p,
+                                     max_new_tokens=max_new_tokens)
+    counts: dict[str, list[tuple[int, int]]] = {}
+    for problem, samples in zip(problems, responses):
+        correct = sum(score(problem, text) >= 1.0 for text in samples)
+        for name in (problem.task, "all"):
+            counts.setdefault(name, []).append((n, correct))
+    report = {f"{name}/pass@{k}": round(mean_pass_at_k(c, k), 4) for name, c in counts.items() for k in ks}
+    report["all/mean_chars"] = round(sum(len(t) for s in responses for t in s) / (n * len(problems)), 1)
+    return report
+
+
+# --- the command -----------------------------------------------------------------------------
+
+def build_base_model(
+    out_dir: str | Path, *, seed: int = 0, sft_steps: int = 1200, batch_size: int = 32, learning_rate: float = 1e-3,
+    examples_per_task: int = 8000, shape: ModelShape = ModelShape(), eval_samples: int = 8, threads: int = 2,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train the demo's base model into `out_dir` (a save_pretrained folder) and return its path.
+
+    Deterministic given `seed` and the thread count. Writes build_info.json beside the weights:
+    seed, steps, final loss, held-out pass@1/pass@8 (per task and overall), timings, versions.
+    """
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    started = time.time()
+    out = Path(out_dir)
+    held_out = held_out_problems()
+    problems = generate_problems(examples_per_task, seed, exclude=frozenset(p.entry["question"] for p in held_out))
+    tokenizer = make_tokenizer(problems[:3000], shape.vocab_size)
+    pairs = [encode_pair(tokenizer, p) for p in problems]
+
+    with tempfile.TemporaryDirectory() as scratch:  # build_tiny_model reuses a folder it finds: start clean
+        build_tiny_model(scratch, arch="qwen2", hidden_size=shape.hidden_size, num_layers=shape.num_layers,
+                         num_heads=shape.num_heads, max_positions=shape.max_positions, seed=seed, tokenizer=tokenizer)
+        model = AutoModelForCausalLM.from_pretrained(scratch, local_files_only=True, dtype=torch.float32)
+    parameters = sum(p.numel() for p in model.parameters())
+    log(f"base model: {parameters / 1e6:.2f}M parameters, {len(pairs)} SFT examples, vocab {len(tokenizer)}")
+
+    losses = sft(model, pairs, steps=sft_steps, batch_size=batch_size, learning_rate=learning_rate,
+                 warmup=min(50, sft_steps // 10 + 1), seed=seed, pad_id=tokenizer.pad_token_id, log=log)
+    sft_seconds = time.time() - started
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+    report = pass_at_k_report(model, tokenizer, held_out, n=eval_samples, ks=sorted({1, eval_samples}), seed=seed)
+    log("held-out " + "  ".join(f"{key} {value}" for key, value in report.items()))
+    info = {
+        "seed": seed, "sft_steps": sft_steps, "batch_size": batch_size, "learning_rate": learning_rate,
+        "examples": len(pairs), "parameters": parameters, "shape": shape.__dict__, "tasks": TASKS,
+        "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
+        "held_out": {"prompts": len(held_out), "samples_per_prompt": eval_samples, "temperature": 0.6,
+                     "top_p": 0.95, "rl_seed": RL_SEED, **report},
+        "sft_minutes": round(sft_seconds / 60, 2), "total_minutes": round((time.time() - started) / 60, 2),
+        "threads": threads, "torch": torch.__version__, "transformers": transformers.__version__,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "python": platform.python_version(),
+    }
+    (out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def default_model_dir(seed: int = 0) -> Path:
+    """Where `make up` and the demo look for the cached build: <repo>/var/models/base-<seed>."""
+    return Path(__file__).resolve().parent.parent / "var" / "models" / f"base-{seed}"
+
+
+def ensure_base_model(seed: int = 0, log: Callable[[str], None] = print) -> Path:
+    """The cached build for `seed`, built first if it is missing (what `make up` calls)."""
+    path = default_model_dir(seed)
+    if not (path / "build_info.json").is_file():
+        log(f"building the demo base model into {path} (a few minutes, once)")
+        build_base_model(path, seed=seed, log=log)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m prorl_engine.basemodel", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: var/models/base-<seed>)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for data, tokenizer, weights and SFT order")
+    parser.add_argument("--sft-steps", type=int, default=1200, help="SFT optimizer steps (batch 32)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    out = args.out or default_model_dir(args.seed)
+    build_base_model(out, seed=args.seed, sft_steps=args.sft_steps, threads=args.threads)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""From responses to rewards: verifiers, the format penalty and the truncation rule (spec section 3).
+
+Verifiers run in a thread pool: the code verifier waits on sandboxed subprocesses, and every
+verifier is required to be thread-safe (math-verify is called without signal-based timeouts).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from prorl_engine.data.example import Example
+from prorl_engine.verifiers import get_verifier
+from prorl_engine.verifiers.base import Verdict
+
+_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="verifier")
+
+
+@dataclass
+class Score:
+    """`reward` is what the recipe trains on before length shaping (reward/verifier_mean)."""
+
+    reward: float
+    verdict: Verdict
+    truncated: bool
+
+    @property
+    def correct(self) -> bool:
+        """Full credit: what pass@k counts (continuous domains need every test/constraint met)."""
+        return self.verdict.format_ok and self.reward >= 1.0 - 1e-9
+
+
+def score(example: Example, response: str, truncated: bool, format_penalty: float, truncated_reward: float | None) -> Score:
+    verdict = get_verifier(example.domain).verify(response, example)
+    reward = verdict.reward if verdict.format_ok else format_penalty
+    if truncated and truncated_reward is not None:
+        reward = truncated_reward
+    return Score(reward, verdict, truncated)
+
+
+def score_all(
+    examples: list[Example], responses: list[str], truncated: list[bool], format_penalty: float, truncated_reward: float | None
+) -> list[Score]:
+    """Scores in input order; verifiers run concurrently."""
+    jobs = [_POOL.submit(score, e, r, t, format_penalty, truncated_reward) for e, r, t in zip(examples, responses, truncated)]
+    return [job.result() for job in jobs]

@@ -1,0 +1,157 @@
+"""Rollout backends and batched log-probabilities.
+
+A `RolloutBackend` samples responses (token ids) for tokenised prompts. `HFGenerateBackend` uses
+Hugging Face `generate` (batched, KV-cached) on the training model itself, so it needs no weight
+sync; a vLLM backend (GPU machines, `vllm_backend.py`) implements the same interface and receives
+the trainer's weights after each update through `sync_weights`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from prorl_engine.algorithms import entropy_from_logits
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+
+
+@dataclass
+class Generation:
+    """One sampled response: its token ids (ending with eos unless truncated)."""
+
+    prompt_index: int
+    token_ids: list[int]
+    truncated: bool
+
+
+class RolloutBackend(Protocol):
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        """`params.n` responses per prompt, grouped: prompt 0's n responses first, then prompt 1's..."""
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Make the backend sample from `model`'s current weights."""
+
+
+class HFGenerateBackend:
+    """Sampling with `model.generate` on the policy being trained (CPU or GPU)."""
+
+    def __init__(self, model: torch.nn.Module, eos_token_id: int, pad_token_id: int, batch_size: int):
+        self.model = model
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = pad_token_id
+        self.batch_size = batch_size
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        self.model = model  # generates with the training weights themselves
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        prompts_per_chunk = max(1, self.batch_size // params.n)
+        generations = []
+        was_training = self.model.training
+        self.model.eval()
+        for start in range(0, len(prompts), prompts_per_chunk):
+            chunk = prompts[start:start + prompts_per_chunk]
+            generations.extend(self._generate_chunk(chunk, start, params))
+        self.model.train(was_training)
+        return generations
+
+    def _generate_chunk(self, prompts: list[list[int]], offset: int, params: SamplingParams) -> list[Generation]:
+        device = next(self.model.parameters()).device
+        width = max(len(p) for p in prompts)
+        # Left padding, so every prompt ends where generation starts.
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, width - len(prompt):] = torch.tensor(prompt)
+            attention_mask[row, width - len(prompt):] = 1
+        output = self.model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+            do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0,
+            max_new_tokens=params.max_new_tokens, num_return_sequences=params.n,
+            eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id, use_cache=True,
+        )  # (len(prompts) * n, width + new), grouped by prompt
+        new_tokens = output[:, width:].tolist()  # one CPU-GPU sync for the whole chunk
+        generations = []
+        for index, tokens in enumerate(new_tokens):
+            if self.eos_token_id in tokens:
+                tokens, truncated = tokens[: tokens.index(self.eos_token_id) + 1], False
+            else:
+                truncated = True
+            generations.append(Generation(offset + index // params.n, tokens, truncated))
+        return generations
+
+
+@dataclass
+class PackedBatch:
+    """Prompt + response sequences right-padded into tensors.
+
+    input_ids, attention_mask: (M, L); targets, mask: (M, T) response tokens and their mask;
+    positions: (M, T) index of the logit that predicts each response token.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+
+    def to(self, device: torch.device) -> PackedBatch:
+        return PackedBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.targets, self.mask, self.positions)))
+
+
+def pack(prompts: list[list[int]], responses: list[list[int]], pad_token_id: int) -> PackedBatch:
+    width = max(len(p) + len(r) for p, r in zip(prompts, responses))
+    response_width = max(1, max(len(r) for r in responses))
+    rows = len(prompts)
+    input_ids = torch.full((rows, width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((rows, width), dtype=torch.long)
+    targets = torch.full((rows, response_width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((rows, response_width))
+    positions = torch.zeros((rows, response_width), dtype=torch.long)
+    for row, (prompt, response) in enumerate(zip(prompts, responses)):
+        sequence = prompt + response
+        input_ids[row, : len(sequence)] = torch.tensor(sequence)
+        attention_mask[row, : len(sequence)] = 1
+        targets[row, : len(response)] = torch.tensor(response, dtype=torch.long)
+        mask[row, : len(response)] = 1.0
+        # the logit at position p predicts token p + 1: response token j sits at len(prompt) + j
+        positions[row] = (len(prompt) - 1 + torch.arange(response_width)).clamp(max=width - 1)
+    return PackedBatch(input_ids, attention_mask, targets, mask, positions)
+
+
+def response_logprobs(
+    model: torch.nn.Module, batch: PackedBatch, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log pi(a_t | s_t) of every response token, (M, T); and its entropy (M, T) if asked.
+
+    Differentiable when called with grad enabled. Padding positions hold garbage: use `batch.mask`.
+    """
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (M, L, V)
+    index = batch.positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
+    logits = logits.gather(1, index).float()  # (M, T, V): only the positions that predict responses
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = entropy_from_logits(logits)
+    return logp, entropy
+
+
+@torch.no_grad()
+def batched_logprobs(model: torch.nn.Module, batches: list[PackedBatch], device: torch.device) -> list[torch.Tensor]:
+    """Log-probs of several packed micro-batches without grad (pi_old and pi_ref)."""
+    was_training = model.training
+    model.eval()
+    out = [response_logprobs(model, b.to(device))[0].cpu() for b in batches]
+    model.train(was_training)
+    return out
