@@ -1,0 +1,133 @@
+"""The run page's websocket: live points, events, samples and status of one run.
+
+Protocol: the browser connects to /ws/runs/<id>/?after=<last step it holds>. The consumer joins
+the run's group first, then sends every stored point after that step, then forwards live
+payloads, dropping points it already sent and filling any hole from the database. A reconnecting
+browser therefore gets exactly the steps it missed: no gap, no duplicate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from studio.models import Event, MetricPoint, Run, Sample
+from studio.payloads import EventPayload, MetricsPayload, RewindPayload, SamplesPayload, StatusPayload
+from studio.permissions import can_view_run
+
+BACKLOG_CHUNK = 2000
+
+
+class RunConsumer(AsyncJsonWebsocketConsumer):
+    run: Run
+    last_step: int
+    sent_events: set[int]
+
+    async def connect(self) -> None:
+        run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
+        run = await self._visible_run(run_id)
+        if run is None:
+            await self.close(code=4403)
+            return
+        self.run = run
+        self.last_step = _after(self.scope.get("query_string", b""))
+        self.sent_events = set()
+        await self.channel_layer.group_add(run.group_name, self.channel_name)
+        await self.accept()
+        await self._send_backlog()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "run"):
+            await self.channel_layer.group_discard(self.run.group_name, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """{"type": "ping"} keeps proxies from closing an idle socket."""
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"kind": "pong"})
+
+    # --- payloads from the worker (type "run.<name>" -> run_<name>) -------------------------------
+    async def run_metrics(self, payload: MetricsPayload) -> None:
+        points = [p for p in payload["points"] if p["step"] > self.last_step]
+        if not points:
+            return
+        if points[0]["step"] > self.last_step + 1:  # the layer dropped a message: fill from the database
+            points = await self._points_between(self.last_step, points[0]["step"]) + points
+        self.last_step = points[-1]["step"]
+        await self.send_json({"kind": "metrics", "points": points, "progress": payload["progress"]})
+
+    async def run_event(self, payload: EventPayload) -> None:
+        event = payload["event"]
+        if event["id"] in self.sent_events:
+            return
+        self.sent_events.add(event["id"])
+        await self.send_json({"kind": "event", "event": event})
+
+    async def run_samples(self, payload: SamplesPayload) -> None:
+        await self.send_json({"kind": "samples", "rows": payload["rows"]})
+
+    async def run_status(self, payload: StatusPayload) -> None:
+        await self.send_json({"kind": "status", "status": payload["status"], "error": payload["error"],
+                              "progress": payload["progress"]})
+
+    async def run_rewind(self, payload: RewindPayload) -> None:
+        self.last_step = min(self.last_step, payload["step"])
+        await self.send_json({"kind": "rewind", "step": payload["step"]})
+
+    # --- database --------------------------------------------------------------------------------
+    async def _send_backlog(self) -> None:
+        after = self.last_step
+        while True:
+            points, events, samples, state = await self._backlog(after)
+            if events or samples:
+                for event in events:
+                    self.sent_events.add(event["id"])
+                    await self.send_json({"kind": "event", "event": event})
+                if samples:
+                    await self.send_json({"kind": "samples", "rows": samples})
+            if points:
+                self.last_step = points[-1]["step"]
+                await self.send_json({"kind": "metrics", "points": points, "progress": state["progress"]})
+            if len(points) < BACKLOG_CHUNK:
+                break
+            after = self.last_step
+        await self.send_json({"kind": "status", **state})
+
+    @database_sync_to_async
+    def _visible_run(self, run_id: int) -> Run | None:
+        run = Run.objects.filter(pk=run_id).first()
+        if run is None or not can_view_run(self.scope["user"], run):
+            return None
+        return run
+
+    @database_sync_to_async
+    def _backlog(self, after: int) -> tuple[list[dict], list[dict], list[dict], dict]:
+        run = Run.objects.get(pk=self.run.pk)
+        points = [
+            {"step": step, "values": values}
+            for step, values in MetricPoint.objects.filter(run=run, step__gt=after)
+            .order_by("step").values_list("step", "values")[:BACKLOG_CHUNK]
+        ]
+        last = points[-1]["step"] if points else after
+        events = [e.as_payload() for e in Event.objects.filter(run=run, step__gt=after, step__lte=last)]
+        samples = [s.as_payload() for s in Sample.objects.filter(run=run, step__gt=after, step__lte=last)
+                   .order_by("-step", "-id")[:20]][::-1]
+        state = {
+            "status": run.status, "error": run.error,
+            "progress": {"step": run.last_step, "total": run.total_steps, "eta_s": run.eta_seconds(),
+                         "status": run.status},
+        }
+        return points, events, samples, state
+
+    @database_sync_to_async
+    def _points_between(self, after: int, before: int) -> list[dict]:
+        rows = MetricPoint.objects.filter(run_id=self.run.pk, step__gt=after, step__lt=before).order_by("step")
+        return [{"step": step, "values": values} for step, values in rows.values_list("step", "values")]
+
+
+def _after(query_string: bytes) -> int:
+    from urllib.parse import parse_qs
+
+    raw = parse_qs(query_string.decode("ascii", errors="ignore")).get("after", ["0"])[0]
+    return int(raw) if raw.isdigit() else 0

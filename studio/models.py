@@ -1,0 +1,170 @@
+"""What the studio stores about runs.
+
+Metric points are one row per (run, step) holding every key of that step as a JSON dict: a run of
+10,000 steps x 40 keys is 10,000 rows read in one indexed range scan, not 400,000.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+TERMINAL_STATUSES = (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.STOPPED)
+
+
+class Run(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
+    name = models.CharField(max_length=200)
+    config = models.JSONField(help_text="RunConfig.to_dict() of the run, validated by the engine.")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
+    error = models.TextField(blank=True)
+    total_steps = models.PositiveIntegerField()
+    last_step = models.PositiveIntegerField(default=0, help_text="Highest step stored.")
+    latest_reward = models.FloatField(null=True, blank=True)
+    cloned_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When the current attempt started.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker took the run up.")
+    resumed_from_step = models.PositiveIntegerField(default=0, help_text="Step the current attempt started after.")
+    worker = models.CharField(max_length=200, blank=True, help_text="The worker holding the run's lease.")
+    heartbeat = models.FloatField(null=True, blank=True, help_text="Unix time of the worker's last lease renewal.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("run-detail", args=[self.pk])
+
+    @property
+    def group_name(self) -> str:
+        """The channel-layer group every live payload of this run goes to."""
+        return f"run-{self.pk}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(settings.RUNS_DIR) / str(self.pk)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.last_step / self.total_steps) if self.total_steps else 0.0
+
+    def eta_seconds(self, now: float | None = None) -> float | None:
+        """Seconds left at the current attempt's pace; None before two steps of it are known."""
+        if self.status != RunStatus.RUNNING or self.started_at is None:
+            return None
+        done = self.last_step - self.resumed_from_step
+        if done < 1:
+            return None
+        elapsed = (now or time.time()) - self.started_at.timestamp()
+        return max(0.0, elapsed / done * (self.total_steps - self.last_step))
+
+    def worker_lost(self, now: float | None = None) -> bool:
+        """A running run whose worker stopped renewing its lease (crashed, killed, machine gone)."""
+        if self.status not in (RunStatus.RUNNING, RunStatus.PAUSED) or self.heartbeat is None:
+            return False
+        return (now or time.time()) - self.heartbeat > settings.WORKER_LEASE_S
+
+
+class MetricPoint(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="points")
+    step = models.PositiveIntegerField()
+    values = models.JSONField(help_text="Every metric key of this step: {'reward/mean': 0.4, ...}.")
+
+    class Meta:
+        ordering = ["run", "step"]
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="metricpoint_run_step_unique")]
+
+
+class Event(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    step = models.PositiveIntegerField()
+    kind = models.CharField(max_length=32, help_text="reset, checkpoint, status, length_penalty, command, eval")
+    data = models.JSONField(default=dict)
+    time = models.FloatField(help_text="Unix time the engine logged it.")
+
+    class Meta:
+        ordering = ["run", "step", "id"]
+        indexes = [models.Index(fields=["run", "step"])]
+
+    def as_payload(self) -> dict:
+        return {"id": self.pk, "step": self.step, "kind": self.kind, "data": self.data, "time": self.time}
+
+
+class Sample(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples")
+    step = models.PositiveIntegerField()
+    prompt = models.TextField()
+    response = models.TextField()
+    reward = models.FloatField()
+    verifier_reward = models.FloatField()
+    task = models.CharField(max_length=100)
+    domain = models.CharField(max_length=32)
+    length = models.PositiveIntegerField()
+    truncated = models.BooleanField(default=False)
+    details = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["run", "step", "id"]
+        indexes = [models.Index(fields=["run", "step"])]
+
+    def as_payload(self) -> dict:
+        return {
+            "step": self.step, "prompt": self.prompt, "response": self.response, "reward": self.reward,
+            "verifier_reward": self.verifier_reward, "task": self.task, "domain": self.domain,
+            "length": self.length, "truncated": self.truncated,
+        }
+
+
+class Checkpoint(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.PositiveIntegerField()
+    path = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["run", "step"]
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="checkpoint_run_step_unique")]
+
+
+class Command(models.Model):
+    """A person's request to a live run, applied by the engine at its next step boundary."""
+
+    class Kind(models.TextChoices):
+        RESET_REFERENCE = "reset_reference"
+        PAUSE = "pause"
+        RESUME = "resume"
+        STOP = "stop"
+        SAVE_CHECKPOINT = "save_checkpoint"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="commands")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True, help_text="When the worker handed it to the engine.")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["run", "delivered_at"])]

@@ -1,0 +1,190 @@
+"""Pages and JSON endpoints of runs. Every view that touches a run checks `can_view_run` first."""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.db.models import F, FloatField, QuerySet
+from django.db.models.functions import Cast
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from prorl_engine.config import ConfigError, RunConfig
+from prorl_engine.schedule import length_penalty_windows, planned_reset_steps
+from studio import presets
+from studio.forms import ImportYamlForm, RunForm, initial_from_config
+from studio.launch import launch_run
+from studio.models import Command, Event, MetricPoint, Run, RunStatus, Sample
+from studio.permissions import can_control_run, can_view_run, visible_runs
+from studio.series import chart_data
+
+SORTS = {
+    "name": "name", "status": "status", "owner": "owner__username", "progress": "progress_frac",
+    "reward": "latest_reward", "created": "created_at",
+}
+RECENT_SAMPLES = 20
+
+
+def _run_for(request: HttpRequest, run_id: int) -> Run:
+    """The run, or 404 for anyone who may not see it (no hint that it exists)."""
+    run = get_object_or_404(Run.objects.select_related("owner"), pk=run_id)
+    if not can_view_run(request.user, run):
+        raise Http404("No such run")
+    return run
+
+
+def _progress(run: Run) -> dict:
+    return {"step": run.last_step, "total": run.total_steps, "eta_s": run.eta_seconds(), "status": run.status}
+
+
+@require_GET
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    sort = request.GET.get("sort", "-created")
+    key = SORTS.get(sort.lstrip("-"))
+    if key is None:
+        sort, key = "-created", "created_at"
+    runs: QuerySet[Run] = visible_runs(request.user).select_related("owner").annotate(
+        progress_frac=Cast(F("last_step"), FloatField()) / Cast(F("total_steps"), FloatField()),
+    )
+    field = F(key).desc(nulls_last=True) if sort.startswith("-") else F(key).asc(nulls_last=True)
+    return render(request, "studio/run_list.html", {"runs": runs.order_by(field, "-id"), "sort": sort})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def run_new(request: HttpRequest) -> HttpResponse:
+    clone_of = _clone_source(request)
+    if request.method == "GET":
+        form = RunForm(initial={"name": "tiny run", **initial_from_config(presets.default_values())})
+        return _render_new(request, form, clone_of)
+    form = RunForm(request.POST)
+    if not form.is_valid():
+        return _render_new(request, form, clone_of, status=400)
+    run = launch_run(request.user, form.cleaned_data["name"], form.config, cloned_from=clone_of)
+    return redirect(run)
+
+
+def _clone_source(request: HttpRequest) -> Run | None:
+    raw = request.GET.get("clone_of", "")
+    if not raw.isdigit():
+        return None
+    return _run_for(request, int(raw))
+
+
+def _render_new(request: HttpRequest, form: RunForm, clone_of: Run | None = None,
+                import_form: ImportYamlForm | None = None, status: int = 200) -> HttpResponse:
+    context = {"form": form, "import_form": import_form or ImportYamlForm(), "clone_of": clone_of}
+    return render(request, "studio/run_new.html", context, status=status)
+
+
+@require_POST
+@login_required
+def run_import(request: HttpRequest) -> HttpResponse:
+    import_form = ImportYamlForm(request.POST, request.FILES)
+    if not import_form.is_valid():
+        form = RunForm(initial={"name": "imported run", **initial_from_config(presets.default_values())})
+        return _render_new(request, form, import_form=import_form, status=400)
+    config: RunConfig = import_form.cleaned_data["config"]
+    form = RunForm(initial={"name": "imported run", **initial_from_config(config.to_dict())})
+    return _render_new(request, form)
+
+
+@require_POST
+@login_required
+def run_preview(request: HttpRequest) -> JsonResponse:
+    """The schedule of the config being edited: length-penalty windows and planned resets."""
+    form = RunForm(request.POST)
+    form.is_valid()
+    try:
+        config = RunConfig.from_dict(form.config_values(), check_paths=False)
+    except ConfigError as exc:
+        return JsonResponse({"errors": [f"{name}: {message}" for name, message in exc.errors]})
+    return JsonResponse({
+        "steps": config.steps, "windows": length_penalty_windows(config), "resets": planned_reset_steps(config),
+    })
+
+
+@require_GET
+@login_required
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_for(request, run_id)
+    context = {
+        "run": run,
+        "progress": _progress(run),
+        "events": run.events.order_by("-step", "-id")[:30],
+        "checkpoints": run.checkpoints.order_by("-step")[:10],
+        "config_yaml": RunConfig.from_dict(run.config, check_paths=False).to_yaml(),
+        "can_control": can_control_run(request.user, run),
+    }
+    return render(request, "studio/run_detail.html", context)
+
+
+@require_GET
+@login_required
+def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
+    """Every curve of the run (downsampled to about CHART_POINTS points each), its resets,
+    length-penalty windows, progress and recent samples: what the run page draws first."""
+    run = _run_for(request, run_id)
+    rows = MetricPoint.objects.filter(run=run).order_by("step").values_list("step", "values")
+    config = RunConfig.from_dict(run.config, check_paths=False)
+    resets = Event.objects.filter(run=run, kind="reset").order_by("step", "id")
+    samples = Sample.objects.filter(run=run).order_by("-step", "-id")[:RECENT_SAMPLES]
+    return JsonResponse({
+        "run": run.pk,
+        "status": run.status,
+        "error": run.error,
+        "worker_lost": run.worker_lost(),
+        "progress": _progress(run),
+        "last_step": run.last_step,
+        "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS),
+        "resets": [event.as_payload() for event in resets],
+        "windows": length_penalty_windows(config),
+        "samples": [sample.as_payload() for sample in reversed(samples)],
+        "server_time": time.time(),
+    })
+
+
+@require_GET
+@login_required
+def run_config_yaml(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_for(request, run_id)
+    text = RunConfig.from_dict(run.config, check_paths=False).to_yaml()
+    response = HttpResponse(text, content_type="application/yaml; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="run-{run.pk}.yaml"'
+    return response
+
+
+@require_GET
+@login_required
+def run_clone(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_for(request, run_id)
+    form = RunForm(initial={"name": f"{run.name} (copy)", **initial_from_config(run.config)})
+    return _render_new(request, form, clone_of=run)
+
+
+@require_POST
+@login_required
+def run_stop(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_for(request, run_id)
+    if not can_control_run(request.user, run) or run.is_terminal:
+        return redirect(run)
+    if Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(status=RunStatus.STOPPED):
+        Event.objects.create(run=run, step=run.last_step, kind="status", time=time.time(),
+                             data={"status": "stopped", "error": "", "requested_by": request.user.get_username()})
+        return redirect(run)
+    Command.objects.create(run=run, kind=Command.Kind.STOP, requested_by=request.user)
+    return redirect(run)
+
+
+@require_POST
+@login_required
+def run_reset_reference(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_for(request, run_id)
+    if not can_control_run(request.user, run) or run.is_terminal:
+        return redirect(run)
+    Command.objects.create(run=run, kind=Command.Kind.RESET_REFERENCE, requested_by=request.user)
+    return redirect(run)

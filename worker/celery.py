@@ -1,0 +1,9 @@
+"""The Celery app: `celery -A worker worker --queues gpu --concurrency 1` runs one trainer at a time."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
+app = Celery("worker", include=["worker.tasks"])
+app.config_from_object("django.conf:settings", namespace="CELERY")

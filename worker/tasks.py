@@ -1,0 +1,101 @@
+"""The training task: one run on the `gpu` queue, resumable after a crash.
+
+Messages are acknowledged late, so a worker killed mid-run leaves its message in the broker, which
+hands it to the next worker once the visibility timeout passes. That worker resumes the run from
+its latest checkpoint (the engine does it and rewinds the sink). A lease on the run row (worker
+name + heartbeat) keeps a second worker from training a run whose worker is still alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from enum import Enum
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from studio.models import Event, Run, RunStatus
+
+log = logging.getLogger(__name__)
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Claim(Enum):
+    TAKEN = "taken"   # this worker now holds the run
+    DONE = "done"     # finished, failed or stopped: nothing to do
+    HELD = "held"     # another live worker holds it
+
+
+def claim_run(run_id: int, worker: str) -> Claim:
+    """Take the run's lease unless it is over or a live worker holds it."""
+    now = time.time()
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.is_terminal:
+            return Claim.DONE
+        if run.worker and run.worker != worker and run.heartbeat and now - run.heartbeat < settings.WORKER_LEASE_S:
+            return Claim.HELD
+        run.worker, run.heartbeat = worker, now
+        run.status = RunStatus.RUNNING
+        run.attempts += 1
+        run.started_at = timezone.now()
+        run.resumed_from_step = run.last_step
+        run.save()
+        Event.objects.create(run=run, step=run.last_step, kind="status", time=now,
+                             data={"status": "running", "error": "", "worker": worker, "attempt": run.attempts})
+    return Claim.TAKEN
+
+
+@shared_task(bind=True, name="worker.tasks.train_run", acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def train_run(self, run_id: int) -> str:
+    claim = claim_run(run_id, WORKER_NAME)
+    if claim is Claim.DONE:
+        return claim.value
+    if claim is Claim.HELD:  # a redelivery while the first worker lives: look again when its lease may lapse
+        raise self.retry(countdown=settings.WORKER_LEASE_S)
+    return _train(Run.objects.get(pk=run_id))
+
+
+def _train(run: Run) -> str:
+    import torch
+
+    from prorl_engine.config import ConfigError, RunConfig
+    from prorl_engine.trainer import Trainer
+    from worker.sink import StudioControl, StudioSink
+
+    torch.set_num_threads(settings.WORKER_TORCH_THREADS)
+    sink = StudioSink(run)
+    try:
+        config = RunConfig.from_dict(run.config)
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        Trainer(config, run.run_dir, sink, StudioControl(run)).train()
+    except ConfigError as exc:
+        return _fail(sink, run, f"invalid config: {exc}")
+    except Exception as exc:
+        log.exception("run %s failed", run.pk)
+        return _fail(sink, run, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}")
+    try:
+        sink.flush()
+        run.refresh_from_db()
+        if not run.is_terminal:
+            ended = RunStatus.FINISHED if run.last_step >= run.total_steps else RunStatus.STOPPED
+            sink.set_status(ended)
+    finally:
+        sink.close()
+    return "finished"
+
+
+def _fail(sink, run: Run, error: str) -> str:
+    try:
+        sink.set_status(RunStatus.FAILED, error)
+        sink.close()
+    except RuntimeError:  # the database refused the sink: record the failure directly
+        Run.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, error=error, worker="",
+                                             finished_at=timezone.now())
+    return "failed"
