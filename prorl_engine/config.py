@@ -156,10 +156,14 @@ class RunConfig:
                     kwargs[name] = _coerce(value, known[name])
                 except (TypeError, ValueError) as exc:
                     errors.append((name, str(exc)))
+        config = cls(**kwargs)  # fields refused above keep their defaults for the checks below
+        try:
+            config.validate(check_paths=check_paths)
+        except ConfigError as exc:  # report every problem at once, not only the first kind
+            refused = {name for name, _ in errors}
+            errors.extend((name, message) for name, message in exc.errors if name not in refused)
         if errors:
             raise ConfigError(errors)
-        config = cls(**kwargs)
-        config.validate(check_paths=check_paths)
         return config
 
     @classmethod
@@ -272,7 +276,8 @@ class RunConfig:
         need(self.keep_checkpoints >= 0, "keep_checkpoints", "must be >= 0 (0 = keep all)")
         need(self.samples_per_step_logged >= 0, "samples_per_step_logged", "must be >= 0")
         errors.extend(_data_errors(self.data))
-        if check_paths and self.model_path and builder is None and not errors:
+        model_found = not any(name == "model_path" for name, _ in errors)
+        if check_paths and self.model_path and builder is None and model_found:  # report it with the rest
             errors.extend(_budget_errors(self))
         if errors:
             raise ConfigError(errors)
@@ -371,11 +376,17 @@ def _data_errors(data: list[dict[str, Any]]) -> list[tuple[str, str]]:
             errors.append((where, "needs a task name"))
             continue
         item = DataSource(**source)
+        wrong_types = [name for name, kind in (("task", str), ("source", str), ("domain", str), ("path", (str, type(None))),
+                                               ("params", dict), ("instruction", str))
+                       if not isinstance(getattr(item, name), kind)]
+        if wrong_types:  # the checks below (and the loaders) need these types
+            errors.append((where, f"wrong type for {', '.join(wrong_types)} (text, or a mapping for params)"))
+            continue
         if item.source not in SOURCE_KINDS:
             errors.append((where, f"source must be one of {', '.join(SOURCE_KINDS)}, not {item.source!r}"))
-        if not isinstance(item.weight, (int, float)) or item.weight <= 0:
+        if isinstance(item.weight, bool) or not isinstance(item.weight, (int, float)) or not 0 < item.weight < math.inf:
             errors.append((where, f"weight must be a positive number, not {item.weight!r}"))
-        if not isinstance(item.size, int) or item.size < 1:
+        if isinstance(item.size, bool) or not isinstance(item.size, int) or item.size < 1:
             errors.append((where, f"size must be a whole number >= 1, not {item.size!r}"))
         if not isinstance(item.eval_size, int) or item.eval_size < 0:
             errors.append((where, f"eval_size must be a whole number >= 0, not {item.eval_size!r}"))
@@ -398,9 +409,13 @@ def _budget_errors(config: RunConfig) -> list[tuple[str, str]]:
     """The response budget must leave room inside the model's context window."""
     import json
 
-    model_config = json.loads((Path(config.model_path).expanduser() / "config.json").read_text())
-    window = model_config.get("max_position_embeddings")
-    if window and config.max_prompt_tokens + config.max_response_tokens > window:
+    path = Path(config.model_path).expanduser() / "config.json"
+    try:
+        model_config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [("model_path", f"{path} cannot be read as JSON: {exc}")]
+    window = model_config.get("max_position_embeddings") if isinstance(model_config, dict) else None
+    if isinstance(window, int) and window > 0 and config.max_prompt_tokens + config.max_response_tokens > window:
         return [("max_response_tokens",
                  f"max_prompt_tokens + max_response_tokens = {config.max_prompt_tokens + config.max_response_tokens}"
                  f" exceeds the model's context window of {window} tokens")]
