@@ -119,14 +119,22 @@ def _jsonable(value: Any) -> Any:
 
 
 def load_source(source: DataSource, seed: int) -> tuple[list[Example], list[Example]]:
-    """(train, held_out) examples of one source. The held-out part never appears in training."""
+    """(train, held_out) examples of one source. The held-out part never appears in training.
+
+    Procedural tasks with a small space of puzzles (and files with repeated prompts) can produce the
+    same prompt twice; a held-out example whose prompt is also a training prompt is dropped, so
+    evaluation never measures memorised training items.
+    """
     if source.source == "reasoning_gym":
         examples = reasoning_gym_examples(source, seed)
-        return examples[: source.size], examples[source.size:]
-    examples = file_examples(source)
-    order = np.random.default_rng(seed).permutation(len(examples))
-    held = min(source.eval_size, len(examples) - 1)
-    return [examples[i] for i in order[held:]], [examples[i] for i in order[:held]]
+        train, held_out = examples[: source.size], examples[source.size:]
+    else:
+        examples = file_examples(source)
+        order = np.random.default_rng(seed).permutation(len(examples))
+        held = min(source.eval_size, len(examples) - 1)
+        train, held_out = [examples[i] for i in order[held:]], [examples[i] for i in order[:held]]
+    train_prompts = {example.prompt for example in train}
+    return train, [example for example in held_out if example.prompt not in train_prompts]
 
 
 @dataclass
