@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from prorl_engine.data.example import Example
-from prorl_engine.verifiers import get_verifier
 from prorl_engine.verifiers.base import Verdict
 
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="verifier")
@@ -30,8 +29,14 @@ class Score:
         return self.verdict.format_ok and self.reward >= 1.0 - 1e-9
 
 
+def verifier_for(domain: str):
+    from prorl_engine.verifiers import get_verifier
+
+    return get_verifier(domain)
+
+
 def score(example: Example, response: str, truncated: bool, format_penalty: float, truncated_reward: float | None) -> Score:
-    verdict = get_verifier(example.domain).verify(response, example)
+    verdict = verifier_for(example.domain).verify(response, example)
     reward = verdict.reward if verdict.format_ok else format_penalty
     if truncated and truncated_reward is not None:
         reward = truncated_reward
