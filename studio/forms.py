@@ -64,6 +64,7 @@ class RunForm(forms.Form):
         for spec in self.specs:
             self.fields[spec.name] = _form_field(spec)
         self.config: RunConfig | None = None
+        self.values: dict[str, Any] = {}
 
     def groups(self) -> list[tuple[str, str, list[forms.BoundField]]]:
         """(group, title, bound fields) in the engine's group order, for the template's fieldsets."""
@@ -90,7 +91,7 @@ class RunForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
-        values = self.config_values()
+        values = self.values = self.config_values()
         if self.errors:
             return cleaned
         try:

