@@ -22,7 +22,7 @@ GROUPS = (
 ADVANTAGE_ESTIMATORS = ("reinforce_pp_baseline", "grpo")
 LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_mean")
 KL_ESTIMATORS = ("k1", "k2", "k3")
-ROLLOUT_BACKENDS = ("hf", "vllm")
+ROLLOUT_BACKENDS = ("hf",)  # the vLLM backend (GPU) will implement rollout.RolloutBackend
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
 SOURCE_KINDS = ("reasoning_gym", "file")
@@ -90,7 +90,7 @@ class RunConfig:
     max_response_tokens: int = _field(8192, "rollout", "T: the context limit, new tokens per response (v2: 8k).")
     temperature: float = _field(1.2, "rollout", "Training sampling temperature tau (v1: 1.2).")
     top_p: float = _field(1.0, "rollout", "Training nucleus sampling threshold (v1: 1).")
-    rollout_backend: str = _field("hf", "rollout", "hf = Hugging Face generate (CPU and GPU); vllm = vLLM (GPU only).", choices=ROLLOUT_BACKENDS)
+    rollout_backend: str = _field("hf", "rollout", "hf = Hugging Face generate, batched and KV-cached (CPU and GPU).", choices=ROLLOUT_BACKENDS)
     rollout_batch_size: int = _field(64, "rollout", "Sequences generated (and scored by forward passes) per batch; bounds memory.")
     truncated_reward: float | None = _field(0.0, "rollout", "Reward of a response that hits T without stopping (v2: 0); empty keeps the verifier's.", kind="optional_float")
     format_penalty: float = _field(-0.5, "rollout", "Reward when no answer can be extracted from a response.")

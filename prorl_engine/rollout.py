@@ -2,8 +2,8 @@
 
 A `RolloutBackend` samples responses (token ids) for tokenised prompts. `HFGenerateBackend` uses
 Hugging Face `generate` (batched, KV-cached) on the training model itself, so it needs no weight
-sync; a vLLM backend (GPU machines, `vllm_backend.py`) implements the same interface and receives
-the trainer's weights after each update through `sync_weights`.
+sync. A vLLM backend for GPU machines is to implement the same interface, receiving the trainer's
+weights after each update through `sync_weights` (not built yet: `hf` is the only backend).
 """
 
 from __future__ import annotations

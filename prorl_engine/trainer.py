@@ -85,10 +85,6 @@ class Trainer:
         self.optimizer = self._new_optimizer()
         self.backend = HFGenerateBackend(
             self.policy, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, config.rollout_batch_size)
-        if config.rollout_backend == "vllm":
-            from prorl_engine.vllm_backend import VLLMBackend  # GPU machines only: imports vllm lazily
-
-            self.backend = VLLMBackend(config, self.policy, self.tokenizer)
         self.mix = TrainingMix(config.data_sources, config.seed)
         self._check_prompt_lengths()
         self.reset_policy = ResetPolicy.from_config(config)

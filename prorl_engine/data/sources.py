@@ -59,10 +59,9 @@ def reasoning_gym_examples(source: DataSource, seed: int) -> list[Example]:
 def file_examples(source: DataSource) -> list[Example]:
     """Records of a JSONL or Parquet file, read with HF `datasets`, checked against the domain's schema."""
     path = Path(source.path).expanduser()
-    rows = _read_rows(path)
+    rows, lines = _read_rows(path)
     examples = []
-    for index, row in enumerate(rows):
-        line = index + 1  # JSONL: the record's line; Parquet: the row number (1-based)
+    for index, (row, line) in enumerate(zip(rows, lines)):
         for name in ("prompt", *REQUIRED_FIELDS[source.domain]):
             if row.get(name) in (None, ""):
                 raise DataError(f"{path}, line {line}: field {name!r} is missing (domain {source.domain})")
@@ -82,35 +81,42 @@ def file_examples(source: DataSource) -> list[Example]:
     return examples
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records, and where each one is: its line in a JSONL file, its 1-based row in a Parquet file."""
     import datasets
 
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".json", ".parquet"):
         raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl or .parquet)")
-    if suffix in (".jsonl", ".json"):
-        _check_jsonl_syntax(path)
+    lines = _check_jsonl_syntax(path) if suffix in (".jsonl", ".json") else None
     builder = "parquet" if suffix == ".parquet" else "json"
     datasets.disable_progress_bars()
     try:
         table = datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as exc:  # datasets wraps parser errors in several types
         raise DataError(f"{path}: cannot be read: {exc}") from exc
-    return [dict(row) for row in table]
+    rows = [dict(row) for row in table]
+    return rows, lines if lines is not None else list(range(1, len(rows) + 1))
 
 
-def _check_jsonl_syntax(path: Path) -> None:
-    """Name the first bad line; HF datasets' own error does not."""
+def _check_jsonl_syntax(path: Path) -> list[int]:
+    """Name the first bad line (HF datasets' own error does not); return the record lines.
+
+    Blank lines (a trailing newline, a separating gap) are skipped, as HF datasets skips them.
+    """
+    record_lines = []
     with open(path, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
-                raise DataError(f"{path}, line {line_number}: empty line")
+                continue
+            record_lines.append(line_number)
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}, line {line_number}: not valid JSON ({exc.msg})") from None
             if not isinstance(record, dict):
                 raise DataError(f"{path}, line {line_number}: a record must be a JSON object")
+    return record_lines
 
 
 def _jsonable(value: Any) -> Any:
@@ -143,14 +149,22 @@ class _Stream:
     seed: int
     epoch: int = 0
     cursor: int = 0
+    _cached_epoch: int = -1
+    _cached_order: np.ndarray | None = None
 
     def next(self) -> Example:
         if self.cursor >= len(self.examples):
             self.epoch, self.cursor = self.epoch + 1, 0
-        order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.examples))
-        example = self.examples[order[self.cursor]]
+        example = self.examples[self._order(self.epoch)[self.cursor]]
         self.cursor += 1
         return example
+
+    def _order(self, epoch: int) -> np.ndarray:
+        """This epoch's permutation: a pure function of (seed, epoch), computed once per epoch."""
+        if self._cached_epoch != epoch:
+            self._cached_order = np.random.default_rng((self.seed, epoch)).permutation(len(self.examples))
+            self._cached_epoch = epoch
+        return self._cached_order
 
 
 class TrainingMix:

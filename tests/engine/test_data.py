@@ -227,3 +227,14 @@ def test_draws_across_calls_equal_one_large_draw(tmp_path):
     whole = [e.uid for e in TrainingMix(sources, seed=9).draw(30)]
     mix = TrainingMix(sources, seed=9)
     assert [e.uid for count in (10, 1, 4, 15) for e in mix.draw(count)] == whole
+
+
+def test_blank_lines_are_skipped_and_errors_still_name_the_right_line(tmp_path):
+    path = tmp_path / "math.jsonl"
+    path.write_text('{"prompt": "1+1?", "answer": "2"}\n\n{"prompt": "2+2?"}\n\n')
+
+    with pytest.raises(DataError, match=r"math.jsonl, line 3: field 'answer' is missing"):
+        file_examples(DataSource(task="m", source="file", path=str(path), domain="math"))
+    path.write_text('{"prompt": "1+1?", "answer": "2"}\n\n{"prompt": "2+2?", "answer": "4"}\n\n')
+    examples = file_examples(DataSource(task="m", source="file", path=str(path), domain="math"))
+    assert [e.answer for e in examples] == ["2", "4"]
