@@ -72,9 +72,15 @@ def save(trainer: Trainer) -> Path:
     return target
 
 
-def load(trainer: Trainer, path: Path) -> None:
+def load(trainer: Trainer, path: Path, fork: bool = False) -> None:
+    """Restore a trainer from a checkpoint. For a fork (a new run started from another run's
+    checkpoint with an edited config) the data position carries over only when the data mix is
+    unchanged, and the reset policy's interval grid follows the new config."""
     from prorl_engine.modeling import load_policy
 
+    path = Path(path)
+    if not (path / "trainer_state.pt").is_file():
+        raise FileNotFoundError(f"{path} is not a checkpoint (no trainer_state.pt)")
     state = torch.load(path / "trainer_state.pt", weights_only=False)
     trainer.policy = load_policy(path, trainer.config.dtype, trainer.device)
     trainer.reference.load_state_dict(load_file(path / "reference.safetensors", device=str(trainer.device)), strict=False)
@@ -85,7 +91,8 @@ def load(trainer: Trainer, path: Path) -> None:
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
-    trainer.mix.load_state_dict(state["data"])
+    if not fork or state["config"]["data"] == trainer.config.data:
+        trainer.mix.load_state_dict(state["data"])
     trainer.reset_policy.load_state_dict(state["reset_policy"])
     trainer.reset_history = state["reset_history"]
     trainer.step = state["step"]

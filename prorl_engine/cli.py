@@ -1,6 +1,6 @@
 """`prorl`: train, resume and evaluate from a terminal.
 
-    prorl train CONFIG.yaml [--set key=value ...] --out RUN_DIR
+    prorl train CONFIG.yaml [--set key=value ...] --out RUN_DIR [--from CHECKPOINT]
     prorl resume RUN_DIR
     prorl eval MODEL_OR_CHECKPOINT --data SOURCE [--data SOURCE ...] [--n 16] [--k 1,4,16] [--out DIR]
     prorl base-model --out DIR [--seed 0]
@@ -60,13 +60,13 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
-def run_training(config: RunConfig, run_dir: Path) -> str:
+def run_training(config: RunConfig, run_dir: Path, fork_from: str | None = None) -> str:
     from prorl_engine.checkpoint import latest_step
     from prorl_engine.trainer import Trainer
 
     sink = FanoutSink(JsonlSink(run_dir), ProgressSink(config.steps, latest_step(run_dir) or 0))
     try:
-        return Trainer(config, run_dir, sink).train()
+        return Trainer(config, run_dir, sink, fork_from=fork_from).train()
     finally:
         sink.close()
 
@@ -80,7 +80,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-    status = run_training(config, run_dir)
+    if args.fork_from:
+        (run_dir / "parent.txt").write_text(str(Path(args.fork_from).resolve()) + "\n", encoding="utf-8")
+    status = run_training(config, run_dir, args.fork_from)
     print(f"{status}: {run_dir}")
     return 0
 
@@ -91,7 +93,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"error: {run_dir} has no config.yaml: not a run folder", file=sys.stderr)
         return 2
     config = RunConfig.load(run_dir / "config.yaml")
-    status = run_training(config, run_dir)
+    parent = run_dir / "parent.txt"
+    status = run_training(config, run_dir, parent.read_text().strip() if parent.is_file() else None)
     print(f"{status}: {run_dir}")
     return 0
 
@@ -162,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     train.add_argument("--out", required=True, help="run folder to create")
+    train.add_argument("--from", dest="fork_from", metavar="CHECKPOINT",
+                       help="fork: start from another run's checkpoint (weights, reference, optimizer, step)")
     train.set_defaults(func=cmd_train)
 
     resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")

@@ -68,8 +68,12 @@ class StepStats:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, run_dir: str | Path, sink: EventSink, control: ControlSource | None = None):
+    def __init__(self, config: RunConfig, run_dir: str | Path, sink: EventSink, control: ControlSource | None = None,
+                 fork_from: str | Path | None = None):
+        """`fork_from`: a checkpoint of another run to start from (weights, reference, optimizer, step,
+        reset history), with this run's possibly edited config. Ignored once this run has its own checkpoint."""
         self.config = config
+        self.fork_from = Path(fork_from) if fork_from else None
         self.run_dir = Path(run_dir)
         self.sink = sink
         self.control = control or NoControl()
@@ -110,7 +114,12 @@ class Trainer:
         if latest is not None:
             self._restore(latest)
             self.sink.rewind(self.step)
-        self._status("running", resumed_from=self.step if latest else None)
+        elif self.fork_from is not None:
+            self._restore(self.fork_from, fork=True)
+            if self.step >= self.config.steps:
+                raise ValueError(f"steps: the fork starts after step {self.step} of its parent; set steps above it")
+        self._status("running", resumed_from=self.step if latest else None,
+                     forked_from=str(self.fork_from) if self.fork_from and not latest else None)
         status = "finished"
         while self.step < self.config.steps:
             if self._apply_commands() == "stop":
@@ -342,8 +351,8 @@ class Trainer:
         ckpt.prune(self.run_dir, self.config.keep_checkpoints)
         return path
 
-    def _restore(self, path: Path) -> None:
-        ckpt.load(self, path)
+    def _restore(self, path: Path, fork: bool = False) -> None:
+        ckpt.load(self, path, fork=fork)
         self.backend.sync_weights(self.policy)
 
     # --- metrics -------------------------------------------------------------------------------

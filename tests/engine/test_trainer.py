@@ -205,3 +205,25 @@ def test_a_llama_model_loads_and_trains_through_the_same_path(tiny_llama, tmp_pa
     trainer = train(tiny_config(tiny_llama, steps=1), tmp_path)
     assert trainer.policy.config.model_type == "llama"
     assert read_jsonl(tmp_path / "metrics.jsonl")[0]["policy/grad_norm"] > 0
+
+
+def test_a_fork_continues_from_the_parent_checkpoints_weights_reference_and_step(tiny_model, tmp_path, digit_reward):
+    parent = train(tiny_config(tiny_model, steps=2, reset_interval=1), tmp_path / "parent")
+    checkpoint = tmp_path / "parent" / "checkpoints" / "step-000002"
+
+    sink = JsonlSink(tmp_path / "fork")
+    fork = Trainer(tiny_config(tiny_model, steps=4, max_response_tokens=6, reset_interval=None),
+                   tmp_path / "fork", sink, fork_from=checkpoint)
+    fork._restore(checkpoint, fork=True)
+    for name, tensor in parent.policy.state_dict().items():
+        assert torch.equal(fork.policy.state_dict()[name], tensor)
+        assert torch.equal(fork.reference.state_dict()[name], parent.reference.state_dict()[name])
+    assert fork.step == 2 and fork.reset_history == parent.reset_history
+
+    fork.step = 0  # train() restores from the fork point itself
+    fork.train()
+    sink.close()
+    rows = read_jsonl(tmp_path / "fork" / "metrics.jsonl")
+    assert [row["step"] for row in rows] == [3, 4]
+    assert rows[0]["kl/ref"] == 0.0  # the parent reset its reference at step 2 (reset_interval=1)
+    assert all(row["length/mean"] <= 6 for row in rows)  # the edited config applies
