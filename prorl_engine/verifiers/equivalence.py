@@ -40,7 +40,7 @@ class _Helper:
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER_SCRIPT)],
+            [sys.executable, "-P", str(WORKER_SCRIPT)],  # -P: its folder's math.py must not shadow `math`
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

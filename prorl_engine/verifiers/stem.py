@@ -26,7 +26,7 @@ from prorl_engine.verifiers.extract import final_text, last_boxed
 LETTERS = "ABCDEFGHIJ"
 
 _LETTER_PHRASE = re.compile(
-    r"(?i:answer|option|choice)(?:\s+is\s*:?|\s*:)\s*(?i:option\s+)?[*_]*\(?([A-J])\)?(?![A-Za-z0-9])"
+    r"(?i:answer|option|choice)(?:\s+is\s*:?|\s*:)\s*(?i:option\s+)?[*_\s]*\(?([A-J])\)?(?![A-Za-z0-9])"
 )
 _ANSWER_LINE = re.compile(r"(?i:answer)(?:\s+is\s*:?|\s*:)\s*(.+)")
 _LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\{([^{}]*)\}")
