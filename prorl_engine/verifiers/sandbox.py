@@ -13,8 +13,10 @@ What the program sees and may do:
   program and harness read-only in `/sandbox`, and one writable place, a `/tmp` tmpfs of bounded
   size that vanishes with the sandbox. The root and `/dev` are remounted read-only; no home, no
   `/etc`, no project files, no virtualenv;
-- environment: cleared (`--clearenv`), then only PATH, HOME=/tmp, LANG and PYTHONHASHSEED=0 (so
-  set and dict orders, and with them outputs, are the same on every run);
+- environment: only PATH, HOME=/tmp, LANG and PYTHONHASHSEED=0 (so set and dict orders, and with
+  them outputs, are the same on every run). prlimit and bwrap are started with that environment
+  too, since bwrap's own process is PID 1 in the sandbox and its /proc/1/environ is readable there;
+  `--clearenv` then sets it again for the program;
 - rlimits (`SandboxLimits`): CPU seconds, address space, file size, open files and no core files
   from `prlimit` before bwrap starts; the process count from the harness right after (see
   sandbox_harness.py for why it must be set inside);
@@ -162,6 +164,7 @@ class Sandbox:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 pass_fds=tuple(fds.values()),
+                env=SANDBOX_ENV,  # bwrap's own process is PID 1 inside: its /proc/1/environ must hold no secrets
                 process_group=0,
                 **self._user_options(),
             )
