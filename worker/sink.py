@@ -142,8 +142,7 @@ class StudioSink:
                         self._busy = False
                         self._cond.notify_all()
         finally:
-            loop.run_until_complete(get_channel_layer().close_pools())
-            loop.close()
+            loop.close()  # channels-redis closes this loop's connections with it
             connection.close()
 
     def _write(self, batch: list[tuple[str, Any]]) -> list[RunPayload]:
