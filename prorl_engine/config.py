@@ -50,7 +50,7 @@ class DataSource:
 
     source="reasoning_gym": `task` is a reasoning-gym dataset name, `size` items are generated
     from `seed` with `params` passed to the generator. source="file": `path` is a JSONL or Parquet
-    file of records (schema: docs/data.md), `domain` says which verifier scores them.
+    file of records (schema: prorl_engine/verifiers/README.md), `domain` says which verifier scores them.
     """
 
     task: str

@@ -28,7 +28,7 @@ from prorl_engine.data.example import Example
 from prorl_engine.data.sources import TrainingMix
 from prorl_engine.evaluation import evaluate
 from prorl_engine.events import Command, CommandKind, ControlSource, Event, EventSink, NoControl, Sample
-from prorl_engine.modeling import encode_prompt, load_policy, load_tokenizer, pick_device, resolve_model_path
+from prorl_engine.modeling import encode_prompt, format_prompt, load_policy, load_tokenizer, pick_device, resolve_model_path
 from prorl_engine.reset import ResetPolicy
 from prorl_engine.rewards import Score, score_all
 from prorl_engine.rollout import HFGenerateBackend, PackedBatch, SamplingParams, batched_logprobs, pack, response_logprobs
@@ -100,12 +100,14 @@ class Trainer:
         return torch.optim.AdamW(self.policy.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
 
     def _check_prompt_lengths(self) -> None:
-        for stream in self.mix.streams:
-            for example in stream.examples[:200]:
-                length = len(encode_prompt(self.tokenizer, example.prompt))
-                if length > self.config.max_prompt_tokens:
-                    raise ValueError(f"max_prompt_tokens: a prompt of task {example.task} has {length} tokens "
-                                     f"(> {self.config.max_prompt_tokens}); raise the limit or shorten the prompts")
+        """Refuse the run before it starts if any prompt exceeds max_prompt_tokens (one batched pass)."""
+        examples = [e for stream in self.mix.streams for e in stream.examples] + self.mix.held_out
+        texts = [format_prompt(self.tokenizer, e.prompt) for e in examples]
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        longest = max(range(len(examples)), key=lengths.__getitem__)
+        if lengths[longest] > self.config.max_prompt_tokens:
+            raise ValueError(f"max_prompt_tokens: prompt {examples[longest].uid} has {lengths[longest]} tokens "
+                             f"(> {self.config.max_prompt_tokens}); raise the limit or shorten the prompts")
 
     # ------------------------------------------------------------------------------------------
     def train(self) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 from prorl_engine.config import DataSource
 from prorl_engine.data.example import Example
 
-# Record fields each domain's files must carry (besides `prompt`); see docs/data.md.
+# Record fields each domain's files must carry (besides `prompt`); see prorl_engine/verifiers/README.md.
 REQUIRED_FIELDS = {
     "math": ("answer",),
     "stem": ("answer",),

@@ -89,3 +89,18 @@ def test_prorl_eval_writes_pass_at_k_that_match_its_per_sample_results(tiny_mode
             assert abs(metrics[f"eval/{task}/pass@{k}"] - expected) < 1e-12
         task_rows = [r for r in rows if r["task"] == task]
         assert abs(metrics[f"eval/{task}/mean_reward"] - sum(r["reward"] for r in task_rows) / len(task_rows)) < 1e-12
+
+
+def test_a_mix_of_all_five_domains_trains_and_logs_a_reward_per_domain(tiny_model, tmp_path):
+    examples = ROOT / "prorl_engine/data/examples"
+    data = [{"task": domain, "source": "file", "path": str(examples / f"{domain}.jsonl"), "domain": domain,
+             "weight": 1.0, "eval_size": 1} for domain in ("math", "code", "stem", "logic", "ifeval")]
+    config = tiny_yaml(tmp_path, tiny_model, steps=1, eval_every=0, data=data, prompts_per_step=10,
+                       max_prompt_tokens=512, dynamic_sampling=False)
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run)]) == 0
+
+    row = read_jsonl(run / "metrics.jsonl")[0]
+    domains = {key.split("/")[1] for key in row if key.startswith("reward/")} - {"mean", "verifier_mean", "format_fail_frac"}
+    assert domains <= {"math", "code", "stem", "logic", "ifeval"} and len(domains) >= 3  # 10 weighted draws over 5
+    assert row["sampling/kept_groups"] == 10

@@ -227,3 +227,8 @@ def test_a_fork_continues_from_the_parent_checkpoints_weights_reference_and_step
     assert [row["step"] for row in rows] == [3, 4]
     assert rows[0]["kl/ref"] == 0.0  # the parent reset its reference at step 2 (reset_interval=1)
     assert all(row["length/mean"] <= 6 for row in rows)  # the edited config applies
+
+
+def test_a_prompt_longer_than_max_prompt_tokens_is_refused_before_training(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match=r"max_prompt_tokens: prompt chain_sum/\S+ has \d+ tokens \(> 5\)"):
+        Trainer(tiny_config(tiny_model, max_prompt_tokens=5), tmp_path, JsonlSink(tmp_path))
