@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -133,3 +134,79 @@ def bob(django_user_model):
 def sam(django_user_model):
     return django_user_model.objects.create_user("sam", "sam@example.org", "sam-password", is_staff=True)
 
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class LiveStudio:
+    """The studio as real processes: daphne (HTTP + websockets) and Celery workers on a private
+    Redis, all on the test database. Workers are started and killed by the tests."""
+
+    def __init__(self, folder: Path, redis_url: str):
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url(), "REDIS_URL": redis_url, "PRORL_RUNS_DIR": str(folder / "runs"),
+            "CHANNEL_LAYER_PREFIX": f"e2e-{SESSION}", "DEBUG": "true", "PYTHONUNBUFFERED": "1",
+            # A killed worker's run goes back to the queue within seconds, not the production hour.
+            "CELERY_VISIBILITY_TIMEOUT": "5", "CELERY_RESTORE_INTERVAL": "1", "PRORL_WORKER_LEASE_S": "4",
+            "PRORL_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", "LOG_LEVEL": "WARNING",
+        }
+        self.processes: list[subprocess.Popen] = []
+        self.server = self._spawn("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
+                                             str(self.port), "studio.asgi:application"])
+        wait_for_port(self.port, 60, self.server)
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+        log = open(self.folder / f"{name}.log", "ab")
+        process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        """A Celery worker on queue gpu, returned once it consumes."""
+        log = self.folder / f"{name}.log"
+        process = self._spawn(name, [
+            sys.executable, "-m", "celery", "-A", "worker", "worker", "--queues", "gpu", "--concurrency", "1",
+            "--pool", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h",
+            "--loglevel", "INFO",
+        ])
+        deadline = time.monotonic() + 120
+        while b" ready." not in log.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.folder.glob("*.log"))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="session")
+def private_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis of this session's own: its Celery queue cannot be drained by anyone else's worker."""
+    process, url = start_private_redis(tmp_path_factory.mktemp("private-redis"))
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def live_studio(django_db_setup, private_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStudio]:
+    studio = LiveStudio(tmp_path_factory.mktemp("live-studio"), private_redis_url)
+    yield studio
+    studio.stop()

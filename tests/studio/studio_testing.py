@@ -9,3 +9,56 @@ from studio.presets import default_values
 def tiny_config(**changes) -> RunConfig:
     """The engine's tiny CPU preset as a validated RunConfig, with `changes` applied."""
     return RunConfig.from_dict({**default_values(), **changes}, check_paths=False)
+
+
+def form_data(config: RunConfig | None = None, **changes) -> dict[str, str]:
+    """What the browser posts for `config` (the tiny preset by default), with `changes` typed in."""
+    from studio.forms import initial_from_config
+
+    initial = initial_from_config((config or tiny_config()).to_dict())
+    data = {"name": "a run"}
+    for key, value in initial.items():
+        if value is False:
+            continue  # an unticked checkbox sends nothing
+        data[key] = "on" if value is True else "" if value is None else str(value)
+    data.update({key: str(value) for key, value in changes.items()})
+    return data
+
+
+class Browserless:
+    """A person using the studio over plain HTTP: cookies, CSRF tokens, forms."""
+
+    def __init__(self, base_url: str):
+        import http.cookiejar
+        import urllib.request
+
+        self.base_url = base_url
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+
+    def csrf_token(self) -> str:
+        return next(cookie.value for cookie in self.cookies if cookie.name == "csrftoken")
+
+    def get(self, path: str) -> tuple[int, str]:
+        with self.opener.open(self.base_url + path, timeout=30) as response:
+            return response.status, response.read().decode()
+
+    def post(self, path: str, data: dict[str, str]) -> tuple[int, str, str]:
+        """(status, final url after redirects, body)."""
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        body = urllib.parse.urlencode({**data, "csrfmiddlewaretoken": self.csrf_token()}).encode()
+        request = urllib.request.Request(self.base_url + path, data=body,
+                                         headers={"Referer": self.base_url + path})
+        try:
+            with self.opener.open(request, timeout=60) as response:
+                return response.status, response.url, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.url, error.read().decode()
+
+    def log_in(self, username: str, password: str) -> None:
+        self.get("/accounts/login/")
+        status, url, _ = self.post("/accounts/login/", {"username": username, "password": password})
+        assert status == 200 and not url.endswith("/accounts/login/"), "login failed"
