@@ -37,7 +37,7 @@
   function layout(title) {
     return {
       title: { text: title, font: { size: 13 } }, margin: { l: 50, r: 10, t: 30, b: 30 }, height: 240,
-      xaxis: { title: { text: "step" } }, showlegend: true, legend: { orientation: "h", y: -0.25 },
+      xaxis: { automargin: true }, showlegend: true, legend: { orientation: "h", y: -0.18 },
       shapes: shapes(), annotations: annotations(),
     };
   }
