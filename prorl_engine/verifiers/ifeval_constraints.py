@@ -133,20 +133,28 @@ def length_nth_paragraph_first_word(response: str, num_paragraphs: int, nth_para
 # detectable_content -----------------------------------------------------------------------------
 
 def content_number_placeholders(response: str, num_placeholders: int) -> bool:
-    """At least `num_placeholders` placeholders in square brackets, like [address]."""
-    return len(re.findall(r"\[.*?\]", response)) >= int(num_placeholders)
+    """At least `num_placeholders` placeholders in square brackets, like [address], each on one line."""
+    return sum(_bracketed_count(line) for line in response.split("\n")) >= int(num_placeholders)
+
+
+def _bracketed_count(line: str) -> int:
+    """How many `[...]` follow one another in `line` (a linear scan; the regex was quadratic)."""
+    count = position = 0
+    while (start := line.find("[", position)) >= 0 and (end := line.find("]", start + 1)) >= 0:
+        count, position = count + 1, end + 1
+    return count
 
 
 def content_postscript(response: str, postscript_marker: str) -> bool:
-    """A postscript starting with `postscript_marker` ("P.S." or "P.P.S"), at the start of a line."""
+    """A postscript starting with `postscript_marker` ("P.S." or "P.P.S"; "P. S." also counts)."""
     marker = postscript_marker.strip().lower()
     if marker == "p.p.s":
-        pattern = r"\s*p\.\s?p\.\s?s.*$"
+        pattern = r"p\.\s?p\.\s?s"
     elif marker == "p.s.":
-        pattern = r"\s*p\.\s?s\..*$"
+        pattern = r"p\.\s?s\."
     else:
-        pattern = r"\s*" + re.escape(marker) + r".*$"
-    return bool(re.findall(pattern, response.lower(), flags=re.MULTILINE))
+        pattern = re.escape(marker)
+    return re.search(pattern, response.lower()) is not None
 
 
 # detectable_format ------------------------------------------------------------------------------
@@ -182,14 +190,19 @@ def format_json_format(response: str) -> bool:
     text = re.sub(r"^```(?:json)?", "", text, flags=re.IGNORECASE).removesuffix("```").strip()
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 
 
 def format_title(response: str) -> bool:
-    """A title in double angular brackets, like <<poem of joy>>."""
-    return any(title[2:-2].strip() for title in re.findall(r"<<[^\n]+>>", response))
+    """A title in double angular brackets, like <<poem of joy>>, on one line and not blank."""
+    return any(_has_title(line) for line in response.split("\n"))
+
+
+def _has_title(line: str) -> bool:
+    start, end = line.find("<<"), line.rfind(">>")
+    return start >= 0 and end > start + 1 and bool(line[start:end].strip("<> \t"))
 
 
 # combination ------------------------------------------------------------------------------------
