@@ -25,6 +25,8 @@ from pathlib import Path
 
 WORKER_SCRIPT = Path(__file__).with_name("equivalence_worker.py")
 MAX_ANSWER_CHARS = 1000  # longer "answers" are rejected unread: no final answer is that long
+STARTUP_TIMEOUT_S = 120.0  # importing sympy on a busy machine; not counted in a comparison's time
+READY = b"ready"
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,12 @@ class _Helper:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C in a terminal stops the trainer, which ends helpers
+            start_new_session=True,  # no terminal Ctrl-C: helpers end when the trainer's pipe closes
         )
         self.buffer = b""
+        if self._read_line(time.monotonic() + STARTUP_TIMEOUT_S) != READY:
+            self.close()
+            raise RuntimeError(f"the math-verify helper did not start within {STARTUP_TIMEOUT_S:g} s")
 
     def ask(self, request: dict, timeout_s: float) -> dict | None:
         """Send one request; its reply, or None when the helper died or ran past `timeout_s`."""
@@ -102,7 +107,10 @@ class MathJudge:
         if _spaceless(answer) == _spaceless(gold):
             return Judgement(True)  # the same text: no need to ask sympy
         with self._slots:
-            helper = self._take()
+            try:
+                helper = self._take()
+            except (OSError, RuntimeError) as error:
+                return Judgement(False, f"math-verify unavailable: {error}")
             reply = helper.ask({"gold": gold, "answer": answer}, self.timeout_s)
             if reply is None:
                 helper.close()
@@ -111,7 +119,7 @@ class MathJudge:
         return Judgement(bool(reply["equal"]), reply.get("error"))
 
     def _take(self) -> _Helper:
-        """An idle helper, or a fresh one (the first call pays its start, about a second)."""
+        """An idle helper, or a fresh one (started and ready: about a second on an idle machine)."""
         try:
             return self._idle.get_nowait()
         except queue.Empty:

@@ -1,7 +1,8 @@
 """The helper process behind `MathJudge`: compares answers with math-verify, one JSON line at a time.
 
 Run as `python -m prorl_engine.verifiers.equivalence_worker`. Each stdin line is a request
-`{"gold": str, "answer": str}`; each stdout line the reply `{"equal": bool, "error": str | null}`.
+`{"gold": str, "answer": str}`; each stdout line the reply `{"equal": bool, "error": str | null}`,
+after a first line "ready" once math-verify is imported.
 It exits when stdin closes, so it never outlives the process that started it.
 
 math-verify's own timeouts (signal.alarm) are switched off: they only work in a main thread and
@@ -16,6 +17,7 @@ import logging
 import resource
 import sys
 
+READY = "ready"
 MEMORY_LIMIT_BYTES = 2 * 1024**3  # sympy on a hostile expression gets MemoryError, not the machine's RAM
 
 
@@ -50,9 +52,12 @@ def serve(stdin, stdout) -> None:
 
 
 def main() -> None:
-    """Limit memory, silence math-verify's per-call warnings, and serve."""
+    """Limit memory, import math-verify, say "ready" (startup is not a comparison's time), serve."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
     logging.disable(logging.WARNING)
+    compare("1", "\\frac{2}{2}")  # imports sympy and builds the LaTeX parser: the slow part of starting
+    sys.stdout.write(READY + "\n")
+    sys.stdout.flush()
     serve(sys.stdin, sys.stdout)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -124,3 +125,10 @@ def test_a_malformed_test_list_is_a_data_error(tests, message):
 def test_an_overlong_program_is_not_run(verifier):
     verdict = verifier.verify(fenced("x = 1\n" * 20_000), task(SUM_TESTS))
     assert verdict.reward == 0.0 and "longer than" in verdict.details["error"]
+
+
+def test_it_works_from_worker_threads(verifier):
+    good = fenced("a, b = map(int, input().split())\nprint(a + b)")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        rewards = list(pool.map(lambda _: verifier.verify(good, task(SUM_TESTS)).reward, range(8)))
+    assert rewards == [1.0] * 8
