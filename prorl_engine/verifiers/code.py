@@ -71,9 +71,9 @@ class CodeVerifier:
             return _failed(program, f"program longer than {MAX_PROGRAM_CHARS} characters, not run")
         try:
             self.sandbox.ensure_available()
+            return self._run_tests(program, tests)
         except SandboxUnavailable as error:
             return _failed(program, f"sandbox unavailable, code not run: {error}")
-        return self._run_tests(program, tests)
 
     def _run_tests(self, program: str, tests: list[CodeTest]) -> Verdict:
         """Run the tests one by one until they are done or the time budget is spent."""
@@ -82,7 +82,7 @@ class CodeVerifier:
         for test in tests:
             result = self.sandbox.run(
                 program,
-                stdin=test.input.encode(),
+                stdin=test.input.encode(errors="replace"),
                 timeout_s=max(0.0, deadline - time.monotonic()),
                 fn_name=test.fn_name,
                 stdout_bytes=max(self.sandbox.limits.stdout_bytes, 2 * len(test.output)),

@@ -130,7 +130,6 @@ class Sandbox:
         with self._check_lock:
             if self._checked:
                 return
-            self._executables()
             trial = self.run("print('sandbox ok')", timeout_s=30.0)
             if trial.stdout != b"sandbox ok\n" or not trial.completed:
                 reason = trial.stderr.decode(errors="replace").strip()[-500:] or f"exit status {trial.returncode}"
@@ -149,11 +148,12 @@ class Sandbox:
 
         Without `fn_name` it runs as a script reading `stdin`. With `fn_name`, `stdin` is a JSON array
         of arguments and stdout receives the JSON of `fn_name(*arguments)` (see sandbox_harness.py).
-        `stdout_bytes` raises the stdout cap for a test that expects long output.
+        `stdout_bytes` raises the stdout cap for a test that expects long output. Raises
+        SandboxUnavailable when the sandbox's processes cannot even be started.
         """
         bwrap, prlimit = self._executables()
         started = time.monotonic()
-        files = {"harness.py": HARNESS_SOURCE, "main.py": program.encode("utf-8", errors="surrogatepass")}
+        files = {"harness.py": HARNESS_SOURCE, "main.py": program.encode("utf-8", errors="replace")}
         fds = {name: _memory_file(name, data) for name, data in files.items()}
         stdin_fd = _memory_file("stdin", stdin)
         try:
@@ -168,6 +168,8 @@ class Sandbox:
                 process_group=0,
                 **self._user_options(),
             )
+        except OSError as error:
+            raise SandboxUnavailable(f"cannot start {bwrap}: {error}") from error
         finally:
             for fd in (*fds.values(), stdin_fd):
                 os.close(fd)
