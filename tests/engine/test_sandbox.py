@@ -243,3 +243,14 @@ def check_refusal(broken: Path) -> None:
 def test_a_python_outside_usr_is_refused(tmp_path):
     with pytest.raises(SandboxUnavailable, match="under /usr"):
         Sandbox(python=str(tmp_path / "python3")).ensure_available()
+
+
+def test_a_program_has_no_capabilities_and_cannot_make_namespaces_of_its_own():
+    program = """
+import subprocess
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+print(status["CapEff"].strip(), status["NoNewPrivs"].strip())
+print(subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode)
+"""
+    run = Sandbox().run(program)
+    assert run.stdout.decode().split() == ["0000000000000000", "1", "1"]
