@@ -175,6 +175,7 @@ def _from_columns(tests: dict) -> list[dict]:
 
 
 def _parse_test(index: int, test: Any) -> CodeTest:
+    """One test object -> CodeTest; a call test's values may be JSON text or already decoded."""
     if not isinstance(test, dict) or test.get("input") is None or test.get("output") is None:
         raise ValueError(f"code: test {index} must be an object with 'input' and 'output', got {test!r:.200}")
     fn_name = test.get("fn_name") or None
@@ -182,11 +183,15 @@ def _parse_test(index: int, test: Any) -> CodeTest:
         if not isinstance(test["input"], str) or not isinstance(test["output"], str):
             raise ValueError(f"code: test {index}: stdin tests need text 'input' and 'output'")
         return CodeTest(test["input"], test["output"])
-    arguments, output = (value if isinstance(value, str) else json.dumps(value) for value in (test["input"], test["output"]))
+    arguments, output = _json_text(test["input"]), _json_text(test["output"])
     if not isinstance(json.loads(arguments), list):
         raise ValueError(f"code: test {index}: 'input' of a call test must be a JSON array of arguments")
     json.loads(output)  # a JSONDecodeError (a ValueError) names the bad value
     return CodeTest(arguments, output, str(fn_name))
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 @functools.cache
