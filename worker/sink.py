@@ -19,7 +19,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from prorl_engine.events import Command as EngineCommand
@@ -137,6 +137,7 @@ class StudioSink:
                 except Exception as exc:  # surfaced to the trainer thread at its next call
                     log.exception("studio sink failed for run %s", self.run_id)
                     self._error = exc
+                    connection.close()  # the next batch reconnects (the thread keeps one connection)
                 finally:
                     with self._cond:
                         self._busy = False
@@ -147,7 +148,6 @@ class StudioSink:
 
     def _write(self, batch: list[tuple[str, Any]]) -> list[RunPayload]:
         """One transaction for the batch; returns the payloads to publish, in the order logged."""
-        close_old_connections()
         now = time.time()
         payloads: list[RunPayload] = []
         points: list[Point] = []
