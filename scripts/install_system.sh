@@ -4,6 +4,7 @@
 set -euo pipefail
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v prlimit >/dev/null || missing+=(util-linux)
 command -v chromium >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""

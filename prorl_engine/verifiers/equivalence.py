@@ -61,7 +61,10 @@ class _Helper:
         except (BrokenPipeError, ValueError):
             return None
         line = self._read_line(time.monotonic() + timeout_s)
-        return json.loads(line) if line is not None else None
+        try:
+            return json.loads(line) if line is not None else None
+        except ValueError:
+            return None  # not a reply: treat the helper as broken (the caller replaces it)
 
     def _read_line(self, deadline: float) -> bytes | None:
         fd = self.process.stdout.fileno()

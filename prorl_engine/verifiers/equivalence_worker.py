@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import sys
 
@@ -55,10 +56,15 @@ def main() -> None:
     """Limit memory, import math-verify, say "ready" (startup is not a comparison's time), serve."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
     logging.disable(logging.WARNING)
+    # The protocol gets a private copy of stdout; fd 1 and sys.stdout go to stderr, so a stray print
+    # from sympy, ANTLR or math-verify can never corrupt a reply line.
+    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     compare("1", "\\frac{2}{2}")  # imports sympy and builds the LaTeX parser: the slow part of starting
-    sys.stdout.write(READY + "\n")
-    sys.stdout.flush()
-    serve(sys.stdin, sys.stdout)
+    protocol.write(READY + "\n")
+    protocol.flush()
+    serve(sys.stdin, protocol)
 
 
 if __name__ == "__main__":
