@@ -46,12 +46,21 @@ def test_a_parquet_file_loads_into_examples(tmp_path):
     pq.write_table(pa.table({
         "id": ["c1", "c2"],
         "prompt": ["Write add(a, b).", "Write neg(a)."],
-        "tests": [["assert add(1, 2) == 3"], ["assert neg(1) == -1", "assert neg(0) == 0"]],
+        "tests": [
+            [{"fn_name": "add", "input": "[1, 2]", "output": "3"}],
+            [{"fn_name": "neg", "input": "[1]", "output": "-1"}, {"fn_name": "neg", "input": "[0]", "output": "0"}],
+        ],
     }), path)
     examples = file_examples(file_source(path, task="funcs", domain="code"))
     assert [e.uid for e in examples] == ["c1", "c2"]
     assert examples[1].domain == "code" and examples[1].prompt == "Write neg(a)."
-    assert examples[1].metadata["tests"] == ["assert neg(1) == -1", "assert neg(0) == 0"]
+    assert examples[1].metadata["tests"] == [{"fn_name": "neg", "input": "[1]", "output": "-1"},
+                                             {"fn_name": "neg", "input": "[0]", "output": "0"}]
+
+    from prorl_engine.verifiers import get_verifier
+
+    program = "```python\ndef neg(a):\n    return -a\n```"
+    assert get_verifier("code").verify(program, examples[1]).reward == 1.0
 
 
 def test_a_logic_file_gets_the_answer_instruction_and_a_reasoning_gym_entry(tmp_path):
