@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -243,8 +244,6 @@ class StudioControl:
 
 def _finite(values: dict[str, Any]) -> dict[str, float | None]:
     """JSON has no NaN or infinity: such values are stored as null (the chart skips them)."""
-    import math
-
     out: dict[str, float | None] = {}
     for key, value in values.items():
         if value is None:
@@ -255,19 +254,36 @@ def _finite(values: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
-    import json
+def _text(value: str) -> str:
+    """Model output may hold NUL characters, which PostgreSQL text and jsonb refuse."""
+    return value.replace("\x00", "\ufffd")
 
-    return json.loads(json.dumps(data, default=str))
+
+def _jsonable(data: Any) -> Any:
+    """Plain JSON values, strings without NUL characters."""
+    if isinstance(data, str):
+        return _text(data)
+    if isinstance(data, dict):
+        return {_text(str(key)): _jsonable(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_jsonable(value) for value in data]
+    if data is None or isinstance(data, (bool, int)):
+        return data
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    return _text(str(data))
 
 
 def _sample_row(run_id: int, row: Sample) -> SampleRow:
-    return SampleRow(run_id=run_id, step=row.step, prompt=row.prompt, response=row.response, reward=row.reward,
-                     verifier_reward=row.verifier_reward, task=row.task, domain=row.domain, length=row.length,
-                     truncated=row.truncated, details=_jsonable(row.details))
+    return SampleRow(run_id=run_id, step=row.step, prompt=_text(row.prompt), response=_text(row.response),
+                     reward=row.reward, verifier_reward=row.verifier_reward, task=_text(row.task),
+                     domain=_text(row.domain), length=row.length, truncated=row.truncated,
+                     details=_jsonable(row.details))
 
 
 def _sample_payload(row: Sample) -> dict[str, Any]:
     payload = asdict(row)
     payload.pop("details", None)
+    for key in ("prompt", "response", "task", "domain"):
+        payload[key] = _text(payload[key])
     return payload

@@ -151,7 +151,7 @@ def test_a_rewind_drops_what_a_crashed_attempt_logged_after_its_checkpoint(alice
 def test_the_sink_stores_events_samples_checkpoints_and_status(alices_run):
     sink = StudioSink(alices_run)
     sink.metrics(1, values(1))
-    sink.samples(1, [Sample(step=1, prompt="2+2?", response="<answer>4</answer>", reward=1.0,
+    sink.samples(1, [Sample(step=1, prompt="2+2?", response="<answer>4</answer>\x00", reward=1.0,
                             verifier_reward=1.0, task="chain_sum", domain="logic", length=5, truncated=False)])
     sink.event(Event("reset", 1, {"reason": "manual", "requested_by": "alice"}))
     sink.event(Event("checkpoint", 1, {"path": "/tmp/ckpt-1"}))
@@ -159,7 +159,7 @@ def test_the_sink_stores_events_samples_checkpoints_and_status(alices_run):
     sink.close()
     run = Run.objects.get(pk=alices_run.pk)
     assert (run.status, run.last_step, run.latest_reward) == (RunStatus.FINISHED, 1, 0.1)
-    assert run.samples.get().response == "<answer>4</answer>"
+    assert run.samples.get().response == "<answer>4</answer>\ufffd"  # PostgreSQL refuses NUL characters
     assert Checkpoint.objects.get(run=run).path == "/tmp/ckpt-1"
     assert EventRow.objects.get(run=run, kind="reset").data == {"reason": "manual", "requested_by": "alice"}
 
