@@ -145,3 +145,10 @@ def test_the_run_list_shows_only_alices_runs_to_alice_and_sorts(client, alice, b
     page = client.get(reverse("run-list") + "?sort=name").content.decode()
     assert page.index("alice&#x27;s better run") < page.index("alice&#x27;s tiny run")
     assert client.get(reverse("run-list") + "?sort=drop table").status_code == 200
+
+
+def test_a_failed_run_shows_its_error_on_its_page(client, alice, alices_run):
+    Run.objects.filter(pk=alices_run.pk).update(status=RunStatus.FAILED, error="ValueError: the data ran dry")
+    client.force_login(alice)
+    page = client.get(reverse("run-detail", args=[alices_run.pk])).content.decode()
+    assert "ValueError: the data ran dry" in page and "status-failed" in page
