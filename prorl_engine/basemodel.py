@@ -1,7 +1,7 @@
 """The demo's base model: a small Qwen2 taught three reasoning-gym arithmetic tasks by supervised
 fine-tuning, deliberately under-trained so that ProRL has room (and signal) to improve it.
 
-    python -m prorl_engine.basemodel --out var/models/base-0 [--seed 0] [--sft-steps 1200]
+    python -m prorl_engine.basemodel --out var/models/base-0 [--seed 0] [--sft-steps 800]
 
 What it does, all on the CPU and reproducible from `--seed`:
 1. generates reasoning-gym problems of three tasks (`TASKS`, easy difficulty settings) and writes a
@@ -32,18 +32,18 @@ import ast
 import json
 import math
 import operator
+import os
 import platform
 import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from prorl_engine.algorithms import mean_pass_at_k
 from prorl_engine.config import DataSource
 from prorl_engine.modeling import format_prompt
 from prorl_engine.tiny import EOS, build_tiny_model, train_tokenizer
@@ -58,7 +58,7 @@ TASKS: dict[str, dict[str, Any]] = {
     },
     "simple_equations": {
         "min_terms": 2, "max_terms": 2, "min_value": 1, "max_value": 9,
-        "operators": ["+", "-", "*"], "operators_weights": [0.4, 0.4, 0.2],
+        "operators": ["+", "-", "*"], "operators_weights": [0.45, 0.45, 0.1],
     },
 }
 INSTRUCTION = DataSource.instruction  # the engine's default: "\nPut your final answer inside <answer></answer> tags."
@@ -66,6 +66,8 @@ PREAMBLE = "Let me work this out one step at a time.\n"  # verbose style: tokens
 DEMO_TRAIN_SIZE = 2000   # training prompts per task in the demo mix
 DEMO_EVAL_SIZE = 32      # held-out prompts per task in the demo mix
 RL_SEED = 0              # the demo run's seed: its held-out split is excluded from SFT
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_MODEL_DIR = REPO_ROOT / "prorl_engine" / "configs" / "demo-base"  # the committed build (seed 0)
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,10 @@ class Problem:
 class ModelShape:
     """Qwen2 size; the defaults give about 3.4M parameters."""
 
-    hidden_size: int = 256
+    hidden_size: int = 192
     num_layers: int = 4
     num_heads: int = 4
-    vocab_size: int = 1024
+    vocab_size: int = 512
     max_positions: int = 512  # >= max_prompt_tokens (256) + the demo's response budget
 
 
@@ -199,17 +201,15 @@ def generate_problems(
     return problems
 
 
-def held_out_problems(rl_seed: int = RL_SEED) -> list[Problem]:
-    """The demo run's held-out split (what its `eval/...` metrics measure), as `Problem`s."""
+def held_out_examples(rl_seed: int = RL_SEED) -> list:
+    """The demo run's held-out split (what its `eval/...` metrics measure), as engine `Example`s."""
     from prorl_engine.data.sources import load_source
 
-    problems = []
+    examples = []
     for index, source in enumerate(demo_sources()):
         _, held_out = load_source(DataSource(**source), rl_seed + index)
-        for example in held_out:
-            entry = example.metadata["entry"]
-            problems.append(Problem(example.task, entry, example.prompt, worked_solution(example.task, entry)))
-    return problems
+        examples.extend(held_out)
+    return examples
 
 
 def tokenizer_corpus(problems: Sequence[Problem]) -> list[str]:
@@ -301,88 +301,52 @@ def sft(
 
 # --- evaluation ------------------------------------------------------------------------------
 
-def extract_answer(response: str) -> str | None:
-    """The content of the last <answer>...</answer> tag, as the logic verifier reads it."""
-    end = response.rfind("</answer>")
-    start = response.rfind("<answer>", 0, end) if end >= 0 else -1
-    return response[start + len("<answer>"): end].strip() if start >= 0 else None
-
-
-def score(problem: Problem, response: str) -> float:
-    """reasoning-gym's own verifier on the answer tag's content (None -> 0: counts as wrong)."""
-    import reasoning_gym
-
-    answer = extract_answer(response)
-    return 0.0 if answer is None else float(reasoning_gym.get_score_answer_fn(problem.task)(answer, problem.entry))
-
-
-@torch.no_grad()
-def sample_responses(
-    model: torch.nn.Module, tokenizer, problems: Sequence[Problem], *, n: int, temperature: float, top_p: float,
-    max_new_tokens: int, batch_prompts: int = 16,
-) -> list[list[str]]:
-    """`n` sampled responses per problem (left-padded batched `generate`, KV-cached)."""
-    model.eval()
-    responses: list[list[str]] = []
-    for start in range(0, len(problems), batch_prompts):
-        chunk = [encode_pair(tokenizer, p)[0] for p in problems[start: start + batch_prompts]]
-        width = max(len(ids) for ids in chunk)
-        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, ids in enumerate(chunk):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention_mask[row, width - len(ids):] = 1
-        output = model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, do_sample=True, temperature=temperature,
-            top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, num_return_sequences=n,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        )  # (len(chunk) * n, width + new), grouped by prompt
-        texts = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
-        responses.extend(texts[i * n: (i + 1) * n] for i in range(len(chunk)))
-    return responses
-
-
-def pass_at_k_report(
-    model: torch.nn.Module, tokenizer, problems: Sequence[Problem], *, n: int = 8, ks: Sequence[int] = (1, 8),
-    temperature: float = 0.6, top_p: float = 0.95, max_new_tokens: int = 64, seed: int = 0,
+def held_out_pass_at_k(
+    model: torch.nn.Module, tokenizer, *, n: int = 8, ks: Sequence[int] = (1, 8), temperature: float = 0.6,
+    top_p: float = 0.95, max_new_tokens: int = 64, seed: int = 0, rl_seed: int = RL_SEED,
 ) -> dict[str, float]:
-    """pass@k (unbiased, spec section 11) per task and over all problems; a sample counts as
-    correct when reasoning-gym gives it full credit. Also the mean response length in characters."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        responses = sample_responses(model, tokenizer, problems, n=n, temperature=temperature, top_p=top_p,
-                                     max_new_tokens=max_new_tokens)
-    counts: dict[str, list[tuple[int, int]]] = {}
-    for problem, samples in zip(problems, responses):
-        correct = sum(score(problem, text) >= 1.0 for text in samples)
-        for name in (problem.task, "all"):
-            counts.setdefault(name, []).append((n, correct))
-    report = {f"{name}/pass@{k}": round(mean_pass_at_k(c, k), 4) for name, c in counts.items() for k in ks}
-    report["all/mean_chars"] = round(sum(len(t) for s in responses for t in s) / (n * len(problems)), 1)
-    return report
+    """The engine's own evaluation (same verifiers, decoding and pass@k) on the demo's held-out
+    split: what the demo run reports at its first evaluation, up to sampling noise.
+
+    Returns `<task>/pass@k`, `all/pass@k` and `all/mean_length` (tokens), rounded.
+    """
+    from prorl_engine.evaluation import evaluate
+    from prorl_engine.rollout import HFGenerateBackend
+
+    backend = HFGenerateBackend(model, tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=128)
+    report = evaluate(backend, tokenizer, held_out_examples(rl_seed), n=n, ks=list(ks), temperature=temperature,
+                      top_p=top_p, max_new_tokens=max_new_tokens, format_penalty=-0.5, truncated_reward=0.0, seed=seed)
+    wanted = [f"{name}/pass@{k}" for name in (*TASKS, "all") for k in ks] + ["all/mean_length"]
+    return {key: round(report.metrics[f"eval/{key}"], 4) for key in wanted}
 
 
 # --- the command -----------------------------------------------------------------------------
 
 def build_base_model(
-    out_dir: str | Path, *, seed: int = 0, sft_steps: int = 1200, batch_size: int = 32, learning_rate: float = 1e-3,
-    examples_per_task: int = 8000, shape: ModelShape = ModelShape(), eval_samples: int = 8, threads: int = 2,
-    log: Callable[[str], None] = print,
+    out_dir: str | Path, *, seed: int = 0, sft_steps: int = 800, batch_size: int = 32, learning_rate: float = 2e-3,
+    examples_per_task: int = 9000, shape: ModelShape = ModelShape(), eval_samples: int = 8, threads: int = 2,
+    force: bool = False, log: Callable[[str], None] = print,
 ) -> Path:
     """Train the demo's base model into `out_dir` (a save_pretrained folder) and return its path.
 
-    Deterministic given `seed` and the thread count. Writes build_info.json beside the weights:
-    seed, steps, final loss, held-out pass@1/pass@8 (per task and overall), timings, versions.
+    A folder that already holds a finished build with the same seed and step count is returned as
+    it is (a cache: `model_path: base:<folder>` calls this on every run), unless `force`.
+    Deterministic given `seed` and the thread count on one machine. Writes build_info.json beside
+    the weights: seed, steps, final loss, held-out pass@1/pass@8 per task, timings and versions.
     """
     import transformers
     from transformers import AutoModelForCausalLM
 
+    out = Path(out_dir)
+    if not force and _finished_build(out, seed, sft_steps):
+        return out
+    transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     started = time.time()
-    out = Path(out_dir)
-    held_out = held_out_problems()
-    problems = generate_problems(examples_per_task, seed, exclude=frozenset(p.entry["question"] for p in held_out))
+    held_out = held_out_examples()
+    exclude = frozenset(e.metadata["entry"]["question"] for e in held_out)
+    problems = generate_problems(examples_per_task, seed, exclude=exclude)
     tokenizer = make_tokenizer(problems[:3000], shape.vocab_size)
     pairs = [encode_pair(tokenizer, p) for p in problems]
 
@@ -396,49 +360,45 @@ def build_base_model(
     losses = sft(model, pairs, steps=sft_steps, batch_size=batch_size, learning_rate=learning_rate,
                  warmup=min(50, sft_steps // 10 + 1), seed=seed, pad_id=tokenizer.pad_token_id, log=log)
     sft_seconds = time.time() - started
-    model.save_pretrained(out)
+    (out / "build_info.json").unlink(missing_ok=True)  # a build is finished only once its info is written
+    model.to(torch.bfloat16).save_pretrained(out)  # half the bytes; the engine loads it as float32
     tokenizer.save_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True, dtype=torch.float32)  # what ships
 
-    report = pass_at_k_report(model, tokenizer, held_out, n=eval_samples, ks=sorted({1, eval_samples}), seed=seed)
+    report = held_out_pass_at_k(model, tokenizer, n=eval_samples, ks=sorted({1, eval_samples}), seed=seed)
     log("held-out " + "  ".join(f"{key} {value}" for key, value in report.items()))
     info = {
         "seed": seed, "sft_steps": sft_steps, "batch_size": batch_size, "learning_rate": learning_rate,
-        "examples": len(pairs), "parameters": parameters, "shape": shape.__dict__, "tasks": TASKS,
+        "examples": len(pairs), "parameters": parameters, "shape": asdict(shape), "tasks": TASKS,
         "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
         "held_out": {"prompts": len(held_out), "samples_per_prompt": eval_samples, "temperature": 0.6,
                      "top_p": 0.95, "rl_seed": RL_SEED, **report},
         "sft_minutes": round(sft_seconds / 60, 2), "total_minutes": round((time.time() - started) / 60, 2),
         "threads": threads, "torch": torch.__version__, "transformers": transformers.__version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "python": platform.python_version(),
+        "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
     }
     (out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return out
 
 
-def default_model_dir(seed: int = 0) -> Path:
-    """Where `make up` and the demo look for the cached build: <repo>/var/models/base-<seed>."""
-    return Path(__file__).resolve().parent.parent / "var" / "models" / f"base-{seed}"
-
-
-def ensure_base_model(seed: int = 0, log: Callable[[str], None] = print) -> Path:
-    """The cached build for `seed`, built first if it is missing (what `make up` calls)."""
-    path = default_model_dir(seed)
-    if not (path / "build_info.json").is_file():
-        log(f"building the demo base model into {path} (a few minutes, once)")
-        build_base_model(path, seed=seed, log=log)
-    return path
+def _finished_build(folder: Path, seed: int, sft_steps: int) -> bool:
+    info_path = folder / "build_info.json"
+    if not (info_path.is_file() and (folder / "config.json").is_file()):
+        return False
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    return info.get("seed") == seed and info.get("sft_steps") == sft_steps
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prorl_engine.basemodel", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: var/models/base-<seed>)")
+    parser.add_argument("--out", type=Path, default=DEMO_MODEL_DIR, help=f"output folder (default: {DEMO_MODEL_DIR})")
     parser.add_argument("--seed", type=int, default=0, help="seed for data, tokenizer, weights and SFT order")
-    parser.add_argument("--sft-steps", type=int, default=1200, help="SFT optimizer steps (batch 32)")
+    parser.add_argument("--sft-steps", type=int, default=800, help="SFT optimizer steps (batch 32)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--force", action="store_true", help="rebuild even if --out holds a finished build")
     args = parser.parse_args(argv)
-    out = args.out or default_model_dir(args.seed)
-    build_base_model(out, seed=args.seed, sft_steps=args.sft_steps, threads=args.threads)
-    print(f"wrote {out}")
+    build_base_model(args.out, seed=args.seed, sft_steps=args.sft_steps, threads=args.threads, force=args.force)
+    print(f"base model: {args.out}")
     return 0
 
 
