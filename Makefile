@@ -32,6 +32,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/engine_step.py
+	$(PY) bench/studio_live.py
 
 demo: setup
 	$(VENV)/bin/prorl train prorl_engine/configs/tiny.yaml --out runs/demo
