@@ -39,6 +39,12 @@ class Run(models.Model):
     cloned_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones")
     team = models.ForeignKey("Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs",
                              help_text="The team whose members see (viewers) or steer (editors) the run.")
+    parent_run = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks",
+                                   help_text="The run this one was forked from.")
+    parent_checkpoint = models.ForeignKey("Checkpoint", null=True, blank=True, on_delete=models.SET_NULL,
+                                          related_name="forks", help_text="The checkpoint this run starts from.")
+    fork_step = models.PositiveIntegerField(null=True, blank=True,
+                                            help_text="Step of the parent checkpoint: the fork's first step is the next.")
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True, help_text="When the current attempt started.")
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -240,3 +246,41 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+
+
+# --- comparisons: evaluation jobs on checkpoints (studio/compare.py, worker/eval_tasks.py) ---------
+
+class Comparison(models.Model):
+    """An evaluation job: several models (checkpoints or base models) answer the same held-out
+    prompts on a worker; `result` is the engine's `Comparison.to_dict()`."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+        FAILED = "failed"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="comparisons")
+    runs = models.ManyToManyField(Run, related_name="comparisons", blank=True,
+                                  help_text="Runs whose checkpoints or prompts it uses: who may see it.")
+    entries = models.JSONField(help_text='[{"label", "path", "run", "checkpoint", "step"}], in column order.')
+    settings = models.JSONField(help_text="n, ks, prompts, max_new_tokens and the config whose held-out prompts are used.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"comparison #{self.pk}: " + " vs ".join(entry["label"] for entry in self.entries)
+
+    def get_absolute_url(self) -> str:
+        return reverse("compare-detail", args=[self.pk])
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in (self.Status.FINISHED, self.Status.FAILED)
