@@ -1,0 +1,111 @@
+"""Commands to a live run: which are accepted in which state, and what became of each.
+
+A command is a Command row; the worker's `StudioControl` hands it to the engine at the next step
+boundary, and the engine logs a "command" event (data: kind, requested_by, id) when it applies it,
+then its effect: a "reset" event, a "checkpoint" event, or a "status" event (paused, running,
+stopped). Pages, the JSON endpoints and the token API all go through `send_command`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from studio.models import Command, Event, Run, RunStatus
+
+Kind = Command.Kind
+
+VERBS = {
+    Kind.RESET_REFERENCE: "reset the reference of",
+    Kind.PAUSE: "pause",
+    Kind.RESUME: "resume",
+    Kind.STOP: "stop",
+    Kind.SAVE_CHECKPOINT: "save a checkpoint of",
+}
+
+
+class CommandRefused(Exception):
+    """The run is in no state to take the command; the message says why, for a person."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a command: `state` is pending (not yet handed to the engine), delivered
+    (handed over, applied at the next step boundary) or applied (the engine logged it at `step`)."""
+
+    state: str
+    step: int | None = None
+
+    def describe(self) -> str:
+        if self.state == "applied":
+            return f"applied at step {self.step}"
+        if self.state == "delivered":
+            return "handed to the trainer, applied at its next step boundary"
+        return "waiting for the trainer's next step boundary"
+
+
+def refusal(run: Run, kind: str) -> str | None:
+    """Why `run` cannot take a `kind` command now, or None when it can."""
+    name = f"Run #{run.pk} ({run.name})"
+    verb = VERBS[Kind(kind)]
+    if run.is_terminal:
+        return f"Cannot {verb} run #{run.pk}: it is {run.status}, so it takes no more commands."
+    if run.status == RunStatus.QUEUED and kind != Kind.STOP:
+        return f"Cannot {verb} run #{run.pk}: it is queued; commands reach a run once a worker trains it."
+    if kind == Kind.RESUME and run.status != RunStatus.PAUSED:
+        return f"{name} is {run.status}, not paused: there is nothing to resume."
+    if kind == Kind.PAUSE and run.status == RunStatus.PAUSED:
+        return f"{name} is already paused."
+    return None
+
+
+def send_command(run: Run, kind: str, user: AbstractBaseUser) -> Command | None:
+    """Queue `kind` for `run` on behalf of `user` (who must pass `can_control_run`).
+
+    Returns the Command row, or None when a queued run was stopped at once (no worker holds it).
+    Raises CommandRefused when the run's state rules the command out.
+    """
+    run.refresh_from_db(fields=["status", "last_step"])
+    reason = refusal(run, kind)
+    if reason:
+        raise CommandRefused(reason)
+    if kind == Kind.STOP and _stop_queued(run, user):
+        return None
+    return Command.objects.create(run=run, kind=kind, requested_by=user)
+
+
+def _stop_queued(run: Run, user: AbstractBaseUser) -> bool:
+    """A queued run has no trainer to ask: it stops at once (its task finds it over and leaves)."""
+    with transaction.atomic():
+        if not Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(status=RunStatus.STOPPED):
+            return False
+        Event.objects.create(run=run, step=run.last_step, kind="status", time=time.time(),
+                             data={"status": "stopped", "error": "", "requested_by": user.get_username()})
+    run.status = RunStatus.STOPPED
+    return True
+
+
+def outcomes(run: Run, commands: list[Command]) -> dict[int, Outcome]:
+    """The outcome of each command, from the "command" events the engine logged for them."""
+    ids = [str(c.pk) for c in commands]
+    applied = dict(Event.objects.filter(run=run, kind="command", data__id__in=ids).values_list("data__id", "step"))
+    result = {}
+    for command in commands:
+        step = applied.get(str(command.pk))
+        if step is not None:
+            result[command.pk] = Outcome("applied", step)
+        else:
+            result[command.pk] = Outcome("delivered" if command.delivered_at else "pending")
+    return result
+
+
+def command_payload(command: Command, outcome: Outcome) -> dict:
+    return {
+        "id": command.pk, "kind": command.kind, "run": command.run_id,
+        "requested_by": command.requested_by.get_username() if command.requested_by else "",
+        "created_at": command.created_at.isoformat(), "state": outcome.state, "step": outcome.step,
+        "outcome": outcome.describe(),
+    }
