@@ -163,6 +163,7 @@ class LiveStudio:
             "PRORL_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", "LOG_LEVEL": "WARNING",
         }
         self.processes: list[subprocess.Popen] = []
+        self.workers: list[subprocess.Popen] = []
         self.server = self._spawn("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
                                              str(self.port), "studio.asgi:application"])
         wait_for_port(self.port, 60, self.server)
@@ -173,11 +174,11 @@ class LiveStudio:
         self.processes.append(process)
         return process
 
-    def start_worker(self, name: str) -> subprocess.Popen:
-        """A Celery worker on queue gpu, returned once it consumes."""
+    def start_worker(self, name: str, queues: str = "gpu") -> subprocess.Popen:
+        """A Celery worker on `queues` (comma-separated: gpu, eval), returned once it consumes."""
         log = self.folder / f"{name}.log"
         process = self._spawn(name, [
-            sys.executable, "-m", "celery", "-A", "worker", "worker", "--queues", "gpu", "--concurrency", "1",
+            sys.executable, "-m", "celery", "-A", "worker", "worker", "--queues", queues, "--concurrency", "1",
             "--pool", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h",
             "--loglevel", "INFO",
         ])
@@ -186,7 +187,16 @@ class LiveStudio:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker {name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.2)
+        self.workers.append(process)
         return process
+
+    def stop_workers(self) -> None:
+        """Kill every worker started so far (daphne stays up)."""
+        for process in self.workers:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        self.workers.clear()
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.folder.glob("*.log"))
@@ -213,7 +223,15 @@ def private_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 @pytest.fixture(scope="session")
-def live_studio(django_db_setup, private_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStudio]:
+def live_studio_session(django_db_setup, private_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStudio]:
     studio = LiveStudio(tmp_path_factory.mktemp("live-studio"), private_redis_url)
     yield studio
     studio.stop()
+
+
+@pytest.fixture
+def live_studio(live_studio_session: LiveStudio) -> Iterator[LiveStudio]:
+    """The session's daphne and Redis; the workers a test starts are stopped when it ends, so no
+    test's worker takes (and finishes) the next test's runs."""
+    yield live_studio_session
+    live_studio_session.stop_workers()
