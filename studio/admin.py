@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from studio.models import Checkpoint, Command, Event, Run, Sample
+from studio.models import ApiToken, Checkpoint, Command, Event, Membership, Run, Sample, ShareLink, Team
 
 
 @admin.register(Run)
@@ -29,3 +29,29 @@ class SampleAdmin(admin.ModelAdmin):
 @admin.register(Command)
 class CommandAdmin(admin.ModelAdmin):
     list_display = ("run", "kind", "requested_by", "created_at", "delivered_at")
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("id", "name", "created_at")
+    search_fields = ("name",)
+    inlines = [MembershipInline]
+
+
+@admin.register(ShareLink)
+class ShareLinkAdmin(admin.ModelAdmin):
+    """Only the hash of a link's token is stored: the admin can revoke links, never read them."""
+
+    list_display = ("run", "label", "created_by", "created_at", "expires_at", "revoked_at")
+    readonly_fields = ("token_hash",)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("user", "name", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("token_hash",)

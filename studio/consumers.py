@@ -1,6 +1,7 @@
 """The run page's websocket: live points, events, samples and status of one run.
 
-Protocol: the browser connects to /ws/runs/<id>/?after=<last step it holds>. The consumer joins
+Protocol: the browser connects to /ws/runs/<id>/?after=<last step it holds> (and &share=<token>
+when the page was opened from a share link: the token, not a login, lets it in). The consumer joins
 the run's group first, then sends every stored point after that step, then forwards live
 payloads, dropping points it already sent and filling any hole from the database. A reconnecting
 browser therefore gets exactly the steps it missed: no gap, no duplicate.
@@ -8,14 +9,17 @@ browser therefore gets exactly the steps it missed: no gap, no duplicate.
 
 from __future__ import annotations
 
+import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from studio.models import Event, MetricPoint, Run, Sample
-from studio.payloads import EventPayload, MetricsPayload, RewindPayload, SamplesPayload, StatusPayload
-from studio.permissions import can_view_run
+from studio.payloads import (EventPayload, MetricsPayload, RewindPayload, SamplesPayload, ShareRevokedPayload,
+                             StatusPayload)
+from studio.permissions import can_view_run, share_link_for
 
 BACKLOG_CHUNK = 2000
 
@@ -24,10 +28,12 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     run: Run
     last_step: int
     sent_events: set[int]
+    share_link_id: int | None = None  # set when a share link let this socket in
+    share_expires_at: float | None = None
 
     async def connect(self) -> None:
         run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
-        run = await self._visible_run(run_id)
+        run = await self._visible_run(run_id, _query(self.scope.get("query_string", b""), "share"))
         if run is None:
             await self.close(code=4403)
             return
@@ -37,6 +43,15 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(run.group_name, self.channel_name)
         await self.accept()
         await self._send_backlog()
+
+    async def dispatch(self, message: dict) -> None:
+        """A socket let in by a share link closes when the link expires (and when it is revoked:
+        `run_share_revoked`)."""
+        expired = self.share_expires_at is not None and time.time() >= self.share_expires_at
+        if expired and message["type"].startswith("run."):
+            await self.close(code=4403)
+            return
+        await super().dispatch(message)
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "run"):
@@ -71,6 +86,10 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"kind": "status", "status": payload["status"], "error": payload["error"],
                               "progress": payload["progress"]})
 
+    async def run_share_revoked(self, payload: ShareRevokedPayload) -> None:
+        if self.share_link_id == payload["link"]:
+            await self.close(code=4403)
+
     async def run_rewind(self, payload: RewindPayload) -> None:
         self.last_step = min(self.last_step, payload["step"])
         await self.send_json({"kind": "rewind", "step": payload["step"]})
@@ -95,7 +114,15 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"kind": "status", **state})
 
     @database_sync_to_async
-    def _visible_run(self, run_id: int) -> Run | None:
+    def _visible_run(self, run_id: int, share_token: str) -> Run | None:
+        """The run, if the share token is an active link to it, or else if the person may see it."""
+        if share_token:
+            link = share_link_for(share_token)
+            if link is None or link.run_id != run_id:
+                return None
+            self.share_link_id = link.pk
+            self.share_expires_at = link.expires_at.timestamp() if link.expires_at else None
+            return link.run
         run = Run.objects.filter(pk=run_id).first()
         if run is None or not can_view_run(self.scope["user"], run):
             return None
@@ -126,8 +153,10 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         return [{"step": step, "values": values} for step, values in rows.values_list("step", "values")]
 
 
-def _after(query_string: bytes) -> int:
-    from urllib.parse import parse_qs
+def _query(query_string: bytes, name: str) -> str:
+    return parse_qs(query_string.decode("ascii", errors="ignore")).get(name, [""])[0]
 
-    raw = parse_qs(query_string.decode("ascii", errors="ignore")).get("after", ["0"])[0]
+
+def _after(query_string: bytes) -> int:
+    raw = _query(query_string, "after")
     return int(raw) if raw.isdigit() else 0

@@ -51,4 +51,11 @@ class RewindPayload(TypedDict):
     step: int
 
 
+class ShareRevokedPayload(TypedDict):
+    """A share link of the run was revoked: sockets it let in close (never sent to the browser)."""
+
+    type: Literal["run.share_revoked"]
+    link: int
+
+
 RunPayload = MetricsPayload | EventPayload | SamplesPayload | StatusPayload | RewindPayload

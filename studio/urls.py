@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from studio import views
+from studio import control, views
+from studio import api, sharing, teams
 
 urlpatterns = [
     path("", views.run_list, name="run-list"),
@@ -13,8 +14,34 @@ urlpatterns = [
     path("runs/<int:run_id>/metrics.json", views.run_metrics, name="run-metrics"),
     path("runs/<int:run_id>/config.yaml", views.run_config_yaml, name="run-config-yaml"),
     path("runs/<int:run_id>/clone/", views.run_clone, name="run-clone"),
-    path("runs/<int:run_id>/stop/", views.run_stop, name="run-stop"),
-    path("runs/<int:run_id>/reset-reference/", views.run_reset_reference, name="run-reset-reference"),
+    # live control (studio/control.py)
+    path("runs/<int:run_id>/reset-reference/", control.run_reset_reference, name="run-reset-reference"),
+    path("runs/<int:run_id>/pause/", control.run_pause, name="run-pause"),
+    path("runs/<int:run_id>/resume/", control.run_resume, name="run-resume"),
+    path("runs/<int:run_id>/stop/", control.run_stop, name="run-stop"),
+    path("runs/<int:run_id>/save-checkpoint/", control.run_save_checkpoint, name="run-save-checkpoint"),
+    path("runs/<int:run_id>/commands.json", control.run_commands, name="run-commands"),
+    # sharing and access: a run's team and share links, teams, API tokens, the JSON API
+    path("runs/<int:run_id>/sharing/", sharing.run_sharing, name="run-sharing"),
+    path("runs/<int:run_id>/team/", sharing.run_set_team, name="run-set-team"),
+    path("runs/<int:run_id>/share-links/new/", sharing.share_link_create, name="share-link-create"),
+    path("runs/<int:run_id>/share-links/<int:link_id>/revoke/", sharing.share_link_revoke, name="share-link-revoke"),
+    path("s/<str:token>/", sharing.share_detail, name="share-detail"),
+    path("s/<str:token>/metrics.json", sharing.share_metrics, name="share-metrics"),
+    path("teams/", teams.team_list, name="team-list"),
+    path("teams/new/", teams.team_create, name="team-create"),
+    path("teams/<int:team_id>/", teams.team_detail, name="team-detail"),
+    path("teams/<int:team_id>/members/", teams.team_member_add, name="team-member-add"),
+    path("teams/<int:team_id>/members/<int:user_id>/role/", teams.team_member_role, name="team-member-role"),
+    path("teams/<int:team_id>/members/<int:user_id>/remove/", teams.team_member_remove, name="team-member-remove"),
+    path("account/api-tokens/", api.api_token_list, name="api-token-list"),
+    path("account/api-tokens/new/", api.api_token_create, name="api-token-create"),
+    path("account/api-tokens/<int:token_id>/revoke/", api.api_token_revoke, name="api-token-revoke"),
+    path("api/v1/runs/", api.api_runs, name="api-runs"),
+    path("api/v1/runs/<int:run_id>/", api.api_run, name="api-run"),
+    path("api/v1/runs/<int:run_id>/metrics/", api.api_run_metrics, name="api-run-metrics"),
+    path("api/v1/runs/<int:run_id>/events/", api.api_run_events, name="api-run-events"),
+    path("api/v1/runs/<int:run_id>/commands/", api.api_run_commands, name="api-run-commands"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

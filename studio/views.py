@@ -18,7 +18,7 @@ from studio import presets
 from studio.forms import ImportYamlForm, RunForm, initial_from_config
 from studio.launch import launch_run
 from studio.models import Command, Event, MetricPoint, Run, RunStatus, Sample
-from studio.permissions import can_control_run, can_view_run, visible_runs
+from studio.permissions import can_control_run, can_manage_run, can_view_run, visible_runs
 from studio.series import chart_data
 
 SORTS = {
@@ -111,14 +111,21 @@ def run_preview(request: HttpRequest) -> JsonResponse:
 @require_GET
 @login_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_for(request, run_id)
+    return render_run_page(request, _run_for(request, run_id))
+
+
+def render_run_page(request: HttpRequest, run: Run, share_token: str = "") -> HttpResponse:
+    """The run page of a run the request may see; with `share_token`, the read-only page of a share
+    link (studio.sharing), whose metrics and websocket are reached through the token."""
     context = {
+        "share_token": share_token,
         "run": run,
         "progress": _progress(run),
         "events": run.events.order_by("-step", "-id")[:30],
         "checkpoints": run.checkpoints.order_by("-step")[:10],
         "config_yaml": RunConfig.from_dict(run.config, check_paths=False).to_yaml(),
         "can_control": can_control_run(request.user, run),
+        "can_manage": can_manage_run(request.user, run),
     }
     return render(request, "studio/run_detail.html", context)
 
@@ -128,7 +135,10 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
     """Every curve of the run (downsampled to about CHART_POINTS points each), its resets,
     length-penalty windows, progress and recent samples: what the run page draws first."""
-    run = _run_for(request, run_id)
+    return metrics_response(_run_for(request, run_id))
+
+
+def metrics_response(run: Run) -> JsonResponse:
     rows = MetricPoint.objects.filter(run=run).order_by("step").values_list("step", "values")
     config = RunConfig.from_dict(run.config, check_paths=False)
     resets = Event.objects.filter(run=run, kind="reset").order_by("step", "id")

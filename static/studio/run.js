@@ -159,7 +159,8 @@
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const socket = new WebSocket(scheme + location.host + root.dataset.wsPath + "?after=" + state.lastStep);
+    const socket = new WebSocket(scheme + location.host + root.dataset.wsPath + "?after=" + state.lastStep +
+                                 (root.dataset.wsQuery || ""));  // "&share=<token>" on a share link's page
     state.socket = socket;
     socket.onopen = () => { state.retry = 500; };
     socket.onmessage = (message) => handle(JSON.parse(message.data));

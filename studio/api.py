@@ -1,0 +1,235 @@
+"""The JSON API for scripts, under /api/v1/, and the page where people make their API tokens.
+
+Authentication: `Authorization: Bearer <token>` with a personal API token (made and revoked on
+/account/api-tokens/; the database keeps only its SHA-256). A request acts as the token's person,
+with exactly that person's rights (studio.permissions); anyone else's run is a 404.
+
+CSRF: the API views are `csrf_exempt` only because they never read cookies: a request without a
+valid bearer token is refused even if it carries a logged-in session cookie, so a page on another
+site cannot make a visitor's browser call them. Every session (cookie) view keeps CSRF protection.
+
+Endpoints:
+    GET  /api/v1/runs/                        runs you may see (?status=running)
+    GET  /api/v1/runs/<id>/                   one run, with its config and checkpoints
+    GET  /api/v1/runs/<id>/metrics/           points after ?since=<step> (default 0), every step
+                                              (?limit=, at most 20000, then next_since), only
+                                              ?keys=a,b if given; ?downsample=<n> for chart series
+    GET  /api/v1/runs/<id>/events/            events after ?since=<step> or ?after_id=<id>, ?kind=
+    GET  /api/v1/runs/<id>/commands/          the commands sent to the run
+    POST /api/v1/runs/<id>/commands/          {"kind": "reset_reference" | "pause" | "resume" | "stop" |
+                                              "save_checkpoint"}: 201 with the command, or 400 / 403 /
+                                              409 with the reason (studio.commands decides which run
+                                              state takes which command)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from studio.commands import CommandRefused, command_payload, outcomes, send_command
+from studio.models import ApiToken, Command, Event, MetricPoint, Run
+from studio.permissions import can_control_run, can_view_run, new_token, token_hash, user_for_api_token, visible_runs
+from studio.series import chart_data
+
+DEFAULT_LIMIT = 5000
+MAX_LIMIT = 20000
+MAX_DOWNSAMPLE = 20000
+
+
+def _error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def bearer_token_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Authenticate by `Authorization: Bearer <token>` only (never the session cookie: see the module
+    docstring for why that makes csrf_exempt safe here)."""
+
+    @csrf_exempt
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        user = user_for_api_token(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            response = _error(401, "Send a valid API token: 'Authorization: Bearer <token>' "
+                                   "(make one on /account/api-tokens/).")
+            response["WWW-Authenticate"] = 'Bearer realm="prorl-studio"'
+            return response
+        request.user = user
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _visible_run(request: HttpRequest, run_id: int) -> Run | None:
+    run = Run.objects.select_related("owner", "team").filter(pk=run_id).first()
+    if run is None or not can_view_run(request.user, run):
+        return None
+    return run
+
+
+def _not_found(run_id: int) -> JsonResponse:
+    return _error(404, f"No run {run_id}.")
+
+
+def _int_param(request: HttpRequest, name: str, default: int, low: int = 0, high: int | None = None) -> int:
+    raw = request.GET.get(name, "")
+    value = int(raw) if raw.isdigit() else default
+    value = max(low, value)
+    return min(value, high) if high is not None else value
+
+
+def run_summary(run: Run) -> dict:
+    return {
+        "id": run.pk, "name": run.name, "owner": run.owner.get_username(),
+        "team": run.team.name if run.team else None, "status": run.status, "error": run.error,
+        "last_step": run.last_step, "total_steps": run.total_steps, "latest_reward": run.latest_reward,
+        "created_at": run.created_at.isoformat(), "eta_s": run.eta_seconds(), "url": run.get_absolute_url(),
+    }
+
+
+# --- endpoints ----------------------------------------------------------------------------------
+
+@require_GET
+@bearer_token_required
+def api_runs(request: HttpRequest) -> JsonResponse:
+    runs: QuerySet[Run] = visible_runs(request.user).select_related("owner", "team")
+    status = request.GET.get("status", "")
+    if status:
+        runs = runs.filter(status=status)
+    return JsonResponse({"runs": [run_summary(run) for run in runs]})
+
+
+@require_GET
+@bearer_token_required
+def api_run(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = _visible_run(request, run_id)
+    if run is None:
+        return _not_found(run_id)
+    checkpoints = [{"step": c.step, "path": c.path, "created_at": c.created_at.isoformat()}
+                   for c in run.checkpoints.order_by("step")]
+    return JsonResponse({**run_summary(run), "config": run.config, "checkpoints": checkpoints,
+                         "can_control": can_control_run(request.user, run)})
+
+
+@require_GET
+@bearer_token_required
+def api_run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
+    """Every stored step after `since`, as stored (no downsampling unless `downsample` is given)."""
+    run = _visible_run(request, run_id)
+    if run is None:
+        return _not_found(run_id)
+    since = _int_param(request, "since", 0)
+    keys = [key for key in request.GET.get("keys", "").split(",") if key]
+    rows = MetricPoint.objects.filter(run=run, step__gt=since).order_by("step").values_list("step", "values")
+    if "downsample" in request.GET:
+        target = _int_param(request, "downsample", 2000, low=2, high=MAX_DOWNSAMPLE)
+        series = chart_data(rows.iterator(chunk_size=2000), target)
+        if keys:
+            series = {key: curve for key, curve in series.items() if key in keys}
+        return JsonResponse({"run": run.pk, "since": since, "last_step": run.last_step, "series": series})
+    limit = _int_param(request, "limit", DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
+    page = list(rows[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    points = [{"step": step, "values": {k: v for k, v in values.items() if k in keys} if keys else values}
+              for step, values in page]
+    return JsonResponse({
+        "run": run.pk, "since": since, "last_step": run.last_step, "status": run.status, "points": points,
+        "next_since": points[-1]["step"] if more else None,
+    })
+
+
+@require_GET
+@bearer_token_required
+def api_run_events(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = _visible_run(request, run_id)
+    if run is None:
+        return _not_found(run_id)
+    events = Event.objects.filter(run=run, step__gt=_int_param(request, "since", 0),
+                                  id__gt=_int_param(request, "after_id", 0)).order_by("id")
+    kind = request.GET.get("kind", "")
+    if kind:
+        events = events.filter(kind=kind)
+    limit = _int_param(request, "limit", DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
+    return JsonResponse({"run": run.pk, "events": [event.as_payload() for event in events[:limit]]})
+
+
+@require_http_methods(["GET", "POST"])
+@bearer_token_required
+def api_run_commands(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = _visible_run(request, run_id)
+    if run is None:
+        return _not_found(run_id)
+    if request.method == "GET":
+        commands = list(run.commands.select_related("requested_by"))
+        found = outcomes(run, commands)
+        return JsonResponse({"run": run.pk, "commands": [command_payload(c, found[c.pk]) for c in commands]})
+    if not can_control_run(request.user, run):
+        return _error(403, f"{request.user.get_username()} may see run {run.pk} but not steer it "
+                           "(ask its owner for the editor role in its team).")
+    kind = _command_kind(request)
+    if kind not in Command.Kind.values:
+        return _error(400, f"Unknown command {kind!r}: use one of {', '.join(Command.Kind.values)}.")
+    try:
+        command = send_command(run, kind, request.user)
+    except CommandRefused as refused:
+        return JsonResponse({"error": str(refused), "status": run.status}, status=409)
+    if command is None:  # a queued run has no trainer to ask: it stopped at once
+        return JsonResponse({"command": None, "status": run.status})
+    outcome = outcomes(run, [command])[command.pk]
+    return JsonResponse({"command": command_payload(command, outcome), "status": run.status}, status=201)
+
+
+def _command_kind(request: HttpRequest) -> str:
+    """`kind` from a JSON body ({"kind": "pause"}) or a form field."""
+    if request.content_type == "application/json":
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return ""
+        return str(body.get("kind", "")) if isinstance(body, dict) else ""
+    return request.POST.get("kind", "")
+
+
+# --- the API tokens page (session, CSRF on) ------------------------------------------------------
+
+def _render_tokens(request: HttpRequest, new_token_value: str = "", status: int = 200) -> HttpResponse:
+    tokens = ApiToken.objects.filter(user=request.user)
+    return render(request, "studio/api_tokens.html", {"tokens": tokens, "new_token": new_token_value},
+                  status=status)
+
+
+@require_GET
+@login_required
+def api_token_list(request: HttpRequest) -> HttpResponse:
+    return _render_tokens(request)
+
+
+@require_POST
+@login_required
+def api_token_create(request: HttpRequest) -> HttpResponse:
+    """Make a token and show it once, on this response."""
+    name = request.POST.get("name", "").strip()[:100] or "script"
+    token = new_token()
+    ApiToken.objects.create(user=request.user, name=name, token_hash=token_hash(token))
+    return _render_tokens(request, new_token_value=token)
+
+
+@require_POST
+@login_required
+def api_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    api_token = get_object_or_404(ApiToken, pk=token_id, user=request.user)
+    if api_token.revoked_at is None:
+        api_token.revoked_at = timezone.now()
+        api_token.save(update_fields=["revoked_at"])
+    return redirect("api-token-list")
