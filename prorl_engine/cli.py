@@ -35,7 +35,7 @@ class ProgressSink:
         self.bar.refresh()
 
     def samples(self, step: int, rows: list[Sample]) -> None:
-        pass  # the bar shows numbers only; samples go to samples.jsonl
+        """The bar shows numbers only; samples go to samples.jsonl."""
 
     def event(self, event: Event) -> None:
         if event.kind in ("reset", "checkpoint") or (event.kind == "status" and event.data.get("status") != "running"):
