@@ -115,8 +115,6 @@ def eval_sources(specs: list[str], size: int) -> list[DataSource]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
     from prorl_engine.data.sources import load_source
     from prorl_engine.evaluation import evaluate
     from prorl_engine.modeling import load_policy, load_tokenizer, pick_device, resolve_model_path
@@ -131,7 +129,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         examples.extend(held_out + (train if source.source == "file" else []))
     model_path = resolve_model_path(args.model)
     device = pick_device("auto")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     tokenizer = load_tokenizer(model_path)
     model = load_policy(model_path, "float32", device)
     backend = HFGenerateBackend(model, tokenizer.eos_token_id, tokenizer.pad_token_id, args.batch_size)
@@ -159,6 +156,8 @@ def cmd_base_model(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prorl", description="Prolonged RL for LLMs with the ProRL v2 recipe.")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default: torch's choice; 1 is fastest for tiny models on a busy machine)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="start a run from a YAML config")
@@ -196,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except ConfigError as exc:
