@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from studio.models import ApiToken, Checkpoint, Command, Event, Membership, Run, Sample, ShareLink, Team
+from studio.models import ApiToken, Checkpoint, Command, Comparison, Event, Membership, Run, Sample, ShareLink, Team
 
 
 @admin.register(Run)
@@ -55,3 +55,9 @@ class ShareLinkAdmin(admin.ModelAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("user", "name", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("token_hash",)
+
+
+@admin.register(Comparison)
+class ComparisonAdmin(admin.ModelAdmin):
+    list_display = ("id", "owner", "status", "created_at", "finished_at")
+    list_filter = ("status",)

@@ -104,7 +104,7 @@ def outcomes(run: Run, commands: list[Command]) -> dict[int, Outcome]:
 
 def command_payload(command: Command, outcome: Outcome) -> dict:
     return {
-        "id": command.pk, "kind": command.kind, "run": command.run_id,
+        "id": command.pk, "kind": command.kind, "label": command.get_kind_display(), "run": command.run_id,
         "requested_by": command.requested_by.get_username() if command.requested_by else "",
         "created_at": command.created_at.isoformat(), "state": outcome.state, "step": outcome.step,
         "outcome": outcome.describe(),

@@ -25,6 +25,7 @@ DONE_MESSAGES = {
     Kind.STOP: "The run will save a checkpoint and stop at the next step boundary.",
     Kind.SAVE_CHECKPOINT: "A checkpoint will be saved at the next step boundary.",
 }
+STOPPED_AT_ONCE = "The run was still queued: it is stopped."
 RECENT_COMMANDS = 20
 
 
@@ -57,12 +58,13 @@ def _command(request: HttpRequest, run_id: int, kind: str) -> HttpResponse:
         return redirect(run)
     if command is None:  # a queued run stopped at once
         if as_json:
-            return JsonResponse({"command": None, "status": run.status}, status=200)
-        messages.success(request, "The run was still queued: it is stopped.")
+            return JsonResponse({"command": None, "status": run.status, "message": STOPPED_AT_ONCE}, status=200)
+        messages.success(request, STOPPED_AT_ONCE)
         return redirect(run)
     if as_json:
         outcome = outcomes(run, [command])[command.pk]
-        return JsonResponse({"command": command_payload(command, outcome), "status": run.status}, status=202)
+        return JsonResponse({"command": command_payload(command, outcome), "status": run.status,
+                             "message": DONE_MESSAGES[Kind(kind)]}, status=202)
     messages.success(request, DONE_MESSAGES[Kind(kind)])
     return redirect(run)
 

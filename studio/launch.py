@@ -6,16 +6,27 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from prorl_engine.config import RunConfig
-from studio.models import Run
+from studio.models import Checkpoint, Run
 
 
-def launch_run(owner: AbstractBaseUser, name: str, config: RunConfig, cloned_from: Run | None = None) -> Run:
-    """Store a queued run and enqueue its training on the `gpu` queue once the row is committed."""
+def launch_run(owner: AbstractBaseUser, name: str, config: RunConfig, cloned_from: Run | None = None,
+               parent_checkpoint: Checkpoint | None = None) -> Run:
+    """Store a queued run and enqueue its training on the `gpu` queue once the row is committed.
+
+    With `parent_checkpoint` the run is a fork: it starts from that checkpoint (weights, reference,
+    optimizer, step, reset history) and its steps continue the parent's from the checkpoint's step.
+    """
     from worker.tasks import train_run
 
+    fork = {}
+    if parent_checkpoint is not None:
+        fork = {"parent_run_id": parent_checkpoint.run_id, "parent_checkpoint": parent_checkpoint,
+                "fork_step": parent_checkpoint.step, "last_step": parent_checkpoint.step,
+                "resumed_from_step": parent_checkpoint.step}
     with transaction.atomic():
         run = Run.objects.create(
             owner=owner, name=name, config=config.to_dict(), total_steps=config.steps, cloned_from=cloned_from,
+            **fork,
         )
         transaction.on_commit(lambda: train_run.delay(run.pk))
     return run

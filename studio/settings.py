@@ -129,7 +129,8 @@ CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_ROUTES = {"worker.tasks.train_run": {"queue": "gpu"}}
+# Training on `gpu` workers; evaluation jobs (comparisons) on `eval` workers.
+CELERY_TASK_ROUTES = {"worker.tasks.train_run": {"queue": "gpu"}, "worker.eval_tasks.run_comparison": {"queue": "eval"}}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

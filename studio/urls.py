@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from studio import control, views
+from studio import compare, control, forks, overlay, views
 from studio import api, sharing, teams
 
 urlpatterns = [
@@ -21,6 +21,15 @@ urlpatterns = [
     path("runs/<int:run_id>/stop/", control.run_stop, name="run-stop"),
     path("runs/<int:run_id>/save-checkpoint/", control.run_save_checkpoint, name="run-save-checkpoint"),
     path("runs/<int:run_id>/commands.json", control.run_commands, name="run-commands"),
+    # forks (studio/forks.py)
+    path("runs/<int:run_id>/fork/", forks.run_fork, name="run-fork"),
+    path("runs/<int:run_id>/parent-curves.json", forks.run_parent_curves, name="run-parent-curves"),
+    # comparisons of checkpoints (studio/compare.py) and overlays of runs (studio/overlay.py)
+    path("compare/", compare.compare_new, name="compare-new"),
+    path("compare/<int:comparison_id>/", compare.compare_detail, name="compare-detail"),
+    path("compare/<int:comparison_id>/data.json", compare.compare_data, name="compare-data"),
+    path("overlay/", overlay.overlay, name="overlay"),
+    path("overlay/data.json", overlay.overlay_data, name="overlay-data"),
     # sharing and access: a run's team and share links, teams, API tokens, the JSON API
     path("runs/<int:run_id>/sharing/", sharing.run_sharing, name="run-sharing"),
     path("runs/<int:run_id>/team/", sharing.run_set_team, name="run-set-team"),

@@ -17,7 +17,7 @@ from prorl_engine.schedule import length_penalty_windows, planned_reset_steps
 from studio import presets
 from studio.forms import ImportYamlForm, RunForm, initial_from_config
 from studio.launch import launch_run
-from studio.models import Command, Event, MetricPoint, Run, RunStatus, Sample
+from studio.models import Event, MetricPoint, Run, Sample
 from studio.permissions import can_control_run, can_manage_run, can_view_run, visible_runs
 from studio.series import chart_data
 
@@ -152,6 +152,7 @@ def metrics_response(run: Run) -> JsonResponse:
         "last_step": run.last_step,
         "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS),
         "resets": [event.as_payload() for event in resets],
+        "commands": [event.as_payload() for event in Event.objects.filter(run=run, kind="command").order_by("step", "id")],
         "windows": length_penalty_windows(config),
         "samples": [sample.as_payload() for sample in reversed(samples)],
         "server_time": time.time(),
@@ -174,27 +175,3 @@ def run_clone(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_for(request, run_id)
     form = RunForm(initial={"name": f"{run.name} (copy)", **initial_from_config(run.config)})
     return _render_new(request, form, clone_of=run)
-
-
-@require_POST
-@login_required
-def run_stop(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_for(request, run_id)
-    if not can_control_run(request.user, run) or run.is_terminal:
-        return redirect(run)
-    if Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(status=RunStatus.STOPPED):
-        Event.objects.create(run=run, step=run.last_step, kind="status", time=time.time(),
-                             data={"status": "stopped", "error": "", "requested_by": request.user.get_username()})
-        return redirect(run)
-    Command.objects.create(run=run, kind=Command.Kind.STOP, requested_by=request.user)
-    return redirect(run)
-
-
-@require_POST
-@login_required
-def run_reset_reference(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_for(request, run_id)
-    if not can_control_run(request.user, run) or run.is_terminal:
-        return redirect(run)
-    Command.objects.create(run=run, kind=Command.Kind.RESET_REFERENCE, requested_by=request.user)
-    return redirect(run)

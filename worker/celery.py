@@ -1,9 +1,10 @@
-"""The Celery app: `celery -A worker worker --queues gpu --concurrency 1` runs one trainer at a time."""
+"""The Celery app: `celery -A worker worker --queues gpu --concurrency 1` runs one trainer at a time;
+`--queues eval` workers run evaluation jobs (comparisons)."""
 
 import os
 
 from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
-app = Celery("worker", include=["worker.tasks"])
+app = Celery("worker", include=["worker.tasks", "worker.eval_tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -74,7 +74,7 @@ def _train(run: Run) -> str:
     try:
         config = RunConfig.from_dict(run.config)
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        Trainer(config, run.run_dir, sink, StudioControl(run)).train()
+        Trainer(config, run.run_dir, sink, StudioControl(run), fork_from=_fork_source(run, sink)).train()
     except ConfigError as exc:
         return _fail(sink, run, f"invalid config: {exc}")
     except Exception as exc:
@@ -89,6 +89,20 @@ def _train(run: Run) -> str:
     finally:
         sink.close()
     return "finished"
+
+
+def _fork_source(run: Run, sink) -> str | None:
+    """The parent checkpoint a fork starts from (the engine ignores it once the fork has
+    checkpoints of its own); None for a run that is not a fork."""
+    from prorl_engine import checkpoint
+
+    if run.fork_step is None:
+        return None
+    if run.parent_checkpoint_id is None:
+        raise ValueError("the checkpoint this fork starts from no longer exists (its run was deleted)")
+    if checkpoint.latest(run.run_dir) is None and run.last_step > run.fork_step:
+        sink.rewind(run.fork_step)  # an attempt died before the fork's first checkpoint: start over
+    return run.parent_checkpoint.path
 
 
 def _fail(sink, run: Run, error: str) -> str:

@@ -5,7 +5,8 @@
   "use strict";
   const root = document.getElementById("run");
   const charts = Array.from(document.querySelectorAll(".chart"));
-  const state = { lastStep: 0, windows: [], resets: [], socket: null, retry: 500, progress: null };
+  const state = { lastStep: 0, windows: [], resets: [], commands: [], applied: {}, parent: null, socket: null,
+                  retry: 500, progress: null };
   window.studioRun = state;  // for people poking at the page, and the browser tests
 
   function keysFor(chart, available) {
@@ -23,6 +24,10 @@
       out.push({ type: "line", xref: "x", yref: "paper", x0: reset.step, x1: reset.step, y0: 0, y1: 1,
                  line: { color: "rgba(200, 0, 0, 0.6)", width: 1, dash: "dot" } });
     }
+    for (const command of state.commands) {  // pause, resume, stop, save: who asked, at which step
+      out.push({ type: "line", xref: "x", yref: "paper", x0: command.step, x1: command.step, y0: 0, y1: 1,
+                 line: { color: "rgba(60, 60, 160, 0.5)", width: 1, dash: "dash" } });
+    }
     return out;
   }
 
@@ -31,7 +36,11 @@
       x: reset.step, y: 1, xref: "x", yref: "paper", showarrow: false, textangle: -90, xanchor: "right",
       yanchor: "top", font: { size: 9, color: "#a00" },
       text: "reset: " + (reset.data.reason || "") + (reset.data.requested_by ? " (" + reset.data.requested_by + ")" : ""),
-    }));
+    })).concat(state.commands.map((command) => ({
+      x: command.step, y: 0, xref: "x", yref: "paper", showarrow: false, textangle: -90, xanchor: "left",
+      yanchor: "bottom", font: { size: 9, color: "#336" },
+      text: command.data.kind + (command.data.requested_by ? " (" + command.data.requested_by + ")" : ""),
+    })));
   }
 
   function layout(title) {
@@ -57,6 +66,20 @@
 
   function redecorate() {
     for (const chart of charts) Plotly.relayout(chart, { shapes: shapes(), annotations: annotations() });
+  }
+
+  // Points are drawn once per animation frame: a page that falls behind (a fast run, a slow
+  // machine) extends each chart once with everything that arrived, instead of once per message.
+  let pending = [];
+  function queuePoints(points) {
+    if (!pending.length) {
+      requestAnimationFrame(() => {
+        const batch = pending;
+        pending = [];
+        if (batch.length) extend(batch);
+      });
+    }
+    pending = pending.concat(points);
   }
 
   function extend(points) {
@@ -114,6 +137,7 @@
     box.hidden = !error;
     if (status !== "running") document.getElementById("worker-lost").hidden = true;
     const controls = document.getElementById("controls");
+    if (controls) controls.dataset.status = status;  // pause or resume, whichever applies
     if (controls && ["finished", "failed", "stopped"].includes(status)) controls.hidden = true;
   }
 
@@ -141,6 +165,15 @@
       state.resets.push(event);
       redecorate();
     }
+    if (event.kind === "command") {
+      state.applied[event.data.id] = event.step;  // for a command listed after the engine applied it
+      const outcome = document.querySelector('#commands li[data-command="' + event.data.id + '"] .outcome');
+      if (outcome) outcome.textContent = "applied at step " + event.step;
+      if (event.data.kind !== "reset_reference" && !state.commands.some((c) => c.id === event.id)) {
+        state.commands.push(event);  // a reset request is drawn by its reset event
+        redecorate();
+      }
+    }
   }
 
   async function load() {
@@ -148,13 +181,33 @@
     const data = await response.json();
     state.windows = data.windows;
     state.resets = data.resets;
+    state.commands = (data.commands || []).filter((c) => c.data.kind !== "reset_reference");
     state.lastStep = data.last_step;
     draw(data.series);
+    if (root.dataset.parentUrl) await drawParent();
     document.getElementById("samples").innerHTML = "";
     addSamples(data.samples);
     showProgress(data.progress);
     showStatus(data.status, data.error);
     document.getElementById("worker-lost").hidden = !data.worker_lost;
+  }
+
+  // A fork's page: the parent's curves up to the fork step, in grey, behind the fork's own.
+  async function drawParent() {
+    if (!state.parent) {
+      const response = await fetch(root.dataset.parentUrl, { credentials: "same-origin" });
+      if (!response.ok) return;
+      state.parent = await response.json();
+    }
+    for (const chart of charts) {
+      if (chart.dataset.metricPrefix) continue;  // its traces grow as eval keys appear
+      const keys = JSON.parse(chart.dataset.keys || "[]").filter((key) => state.parent.series[key]);
+      Plotly.addTraces(chart, keys.map((key) => ({
+        name: key + " (parent #" + state.parent.run + ")", mode: "lines", type: "scattergl",
+        line: { color: "rgba(120, 120, 120, 0.7)" }, x: state.parent.series[key].steps,
+        y: state.parent.series[key].values,
+      })));
+    }
   }
 
   function connect() {
@@ -175,7 +228,7 @@
     if (msg.kind === "metrics") {
       const points = msg.points.filter((p) => p.step > state.lastStep);
       if (points.length) {
-        extend(points);
+        queuePoints(points);
         state.lastStep = points[points.length - 1].step;
       }
       showProgress(msg.progress);
@@ -190,6 +243,7 @@
     } else if (msg.kind === "rewind") {
       // The run resumes from a checkpoint: forget the steps after it and redraw from the server.
       state.lastStep = Math.min(state.lastStep, msg.step);
+      pending = [];
       load();
     }
   }

@@ -183,3 +183,50 @@ def test_two_checkpoints_of_a_tiny_run_answer_the_same_prompts_side_by_side(
         section = section[:section.index("</section>")]
         assert all(f'data-label="{label}"' in section for label in labels)
     assert 'data-metric="eval/all/pass@1"' in page and 'data-metric="eval/chain_sum/mean_length"' in page
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_embedded_workers_queues_take_an_evaluation_job_started_over_http(live_studio, alice, tmp_path):
+    """A real Celery worker on gpu,eval (as `make up` starts it) runs a comparison Alice starts
+    through the HTTP form; she reads the finished result from data.json."""
+    import json
+    import time
+
+    from studio_testing import Browserless
+
+    from prorl_engine.tiny import build_tiny_model
+
+    config = tiny_config()
+    run = Run.objects.create(owner=alice, name="two seeds", config=config.to_dict(), total_steps=config.steps,
+                             status=RunStatus.FINISHED)
+    checkpoints = [Checkpoint.objects.create(run=run, step=step, path=str(build_tiny_model(tmp_path / f"s{step}",
+                                                                                             seed=step)))
+                   for step in (1, 2)]
+    live_studio.start_worker("gpu-and-eval", queues="gpu,eval")
+    browser = Browserless(live_studio.url)
+    browser.log_in("alice", "alice-password")
+    browser.get("/compare/")
+    body = "&".join([f"checkpoints={c.pk}" for c in checkpoints] + ["n=2", "ks=1,2", "prompts=2"])
+    status, url = post_raw(browser, "/compare/", body)
+    comparison = Comparison.objects.get(owner=alice)
+    assert status == 200 and url.endswith(comparison.get_absolute_url())
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        data = json.loads(browser.get(f"/compare/{comparison.pk}/data.json")[1])
+        if data["status"] in ("finished", "failed"):
+            break
+        time.sleep(0.5)
+    assert data["status"] == "finished", (data["error"], live_studio.logs())
+    assert data["result"]["labels"] == [f"two seeds #{run.pk} @ 1", f"two seeds #{run.pk} @ 2"]
+    assert all(len(p["answers"][label]) == 2 for p in data["result"]["prompts"] for label in data["result"]["labels"])
+
+
+def post_raw(browser, path: str, body: str) -> tuple[int, str]:
+    """POST an already encoded form body (repeated keys for a multiple choice)."""
+    import urllib.request
+
+    data = (body + f"&csrfmiddlewaretoken={browser.csrf_token()}").encode()
+    request = urllib.request.Request(browser.base_url + path, data=data, headers={"Referer": browser.base_url + path})
+    with browser.opener.open(request, timeout=60) as response:
+        return response.status, response.url

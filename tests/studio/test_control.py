@@ -80,7 +80,8 @@ def test_a_queued_run_can_only_be_stopped_and_stops_at_once(client, alice, alice
     client.force_login(alice)
     response = post(client, "run-pause", alices_run, **JSON)
     assert response.status_code == 409 and "it is queued" in response.json()["error"]
-    assert post(client, "run-stop", alices_run, **JSON).json() == {"command": None, "status": "stopped"}
+    assert post(client, "run-stop", alices_run, **JSON).json() == {
+        "command": None, "status": "stopped", "message": "The run was still queued: it is stopped."}
     assert Run.objects.get(pk=alices_run.pk).status == RunStatus.STOPPED
     assert Event.objects.get(run=alices_run, kind="status").data["requested_by"] == "alice"
 

@@ -1,0 +1,70 @@
+"""In headless Chromium: Alice presses "Reset reference now" on her live tiny run, and a reset marker
+with her name appears on the KL chart within one step; then she stops the run, which saves a
+checkpoint first."""
+
+import pytest
+from test_run_page import ARTIFACTS, page  # noqa: F401 (the Chromium page fixture)
+
+from studio.models import Checkpoint, Event, Run, RunStatus
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+KL_CHART = '.chart[data-metric="kl/ref"]'
+KL_POINTS = f"((c) => c && c.data ? c.data[0].x.length : 0)(document.querySelector('{KL_CHART}'))"
+ALICES_MARKER = (f"((c) => (c && c.layout && c.layout.annotations) || [])(document.querySelector('{KL_CHART}'))"
+                 ".filter(a => a.text === 'reset: manual (alice)').map(a => a.x)")
+WATCH_FOR_ALICES_MARKER = f"""() => {{
+  window.alicesMarker = null;
+  document.querySelector('{KL_CHART}').on('plotly_relayout', () => {{
+    const xs = {ALICES_MARKER};
+    if (xs.length && window.alicesMarker === null) window.alicesMarker = [xs, window.studioRun.lastStep];
+  }});
+}}"""
+
+
+def log_in(page, url: str, username: str) -> None:  # noqa: F811
+    page.goto(url + "/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"{username}-password")
+    page.click("button[type=submit]")
+
+
+def test_alice_resets_the_reference_of_her_live_run_and_sees_her_marker_on_the_kl_chart(
+        live_studio, alice, page):  # noqa: F811
+    live_studio.start_worker("control-worker")
+    log_in(page, live_studio.url, "alice")
+    page.goto(live_studio.url + "/runs/new/")
+    page.fill("#id_name", "steered live")
+    page.fill("#id_steps", "300")
+    page.fill("#id_eval_every", "0")
+    page.fill("#id_reset_interval", "")  # no scheduled resets: the only marker is Alice's
+    page.click("#launch")
+    page.wait_for_url("**/runs/*/")
+    run = Run.objects.get(name="steered live")
+
+    page.wait_for_function(f"{KL_POINTS} >= 2", timeout=240_000)
+    # Note what the KL chart holds at the moment a marker of Alice's is first drawn on it.
+    page.evaluate(WATCH_FOR_ALICES_MARKER)
+    clicked_at = Run.objects.get(pk=run.pk).last_step
+    # A DOM click: live charts keep the renderer of a CPU-only Chromium too busy for timely pointer clicks.
+    page.locator("#reset-reference").dispatch_event("click")
+    page.wait_for_function("document.getElementById('control-message').textContent === "
+                           "'The reference will be reset to the current policy at the next step boundary.'")
+
+    page.wait_for_function("window.alicesMarker !== null", timeout=120_000)
+    markers, chart_step = page.evaluate("window.alicesMarker")
+    reset = Event.objects.get(run=run, kind="reset")
+    assert reset.data == {"reason": "manual", "requested_by": "alice"} and reset.step >= clicked_at
+    assert markers == [reset.step] and chart_step <= reset.step + 1  # on the chart within one step
+    page.wait_for_function("document.querySelector('#commands .outcome').textContent.startsWith('applied at step')",
+                           timeout=30_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "run-page-reset.png"), full_page=True)
+
+    # Stop is graceful: the run saves a checkpoint of its last step, then stops.
+    page.locator("#stop").dispatch_event("click")
+    page.wait_for_function("document.getElementById('status').textContent === 'stopped'", timeout=60_000)
+    stopped = Run.objects.get(pk=run.pk)
+    assert stopped.status == RunStatus.STOPPED and stopped.last_step < 300
+    assert Checkpoint.objects.filter(run=run, step=stopped.last_step).exists()
+    assert page.locator("#controls").is_hidden()
