@@ -1,7 +1,14 @@
 """The demo's base model: a small Qwen2 taught three reasoning-gym arithmetic tasks by supervised
 fine-tuning, deliberately under-trained so that ProRL has room (and signal) to improve it.
 
-    python -m prorl_engine.basemodel --out var/models/base-0 [--seed 0] [--sft-steps 800]
+    python -m prorl_engine.basemodel [--out DIR] [--seed 0] [--sft-steps 800] [--force]
+    prorl base-model --out DIR [--seed 0]
+
+The seed-0 build is committed in prorl_engine/configs/demo-base (4.7 MB of bfloat16 weights, with
+its build_info.json); configs/demo.yaml names it as `base:prorl_engine/configs/demo-base`, so the
+engine rebuilds it there only if it is missing. A build takes about 8 minutes on 2 idle CPU cores
+(800 steps of batch 32 at ~0.6 s each; the committed one took 34 minutes on 2 cores shared with
+other jobs).
 
 What it does, all on the CPU and reproducible from `--seed`:
 1. generates reasoning-gym problems of three tasks (`TASKS`, easy difficulty settings) and writes a
@@ -49,7 +56,8 @@ from prorl_engine.modeling import format_prompt
 from prorl_engine.tiny import EOS, build_tiny_model, train_tokenizer
 
 # The three RL tasks and their difficulty (reasoning-gym generator parameters). Easy settings:
-# a few-million-parameter model reaches roughly a third correct after a few minutes of SFT.
+# after 800 SFT steps the 2.4M-parameter model gets about a quarter of held-out problems right
+# (pass@1 0.26, pass@8 0.53; chain_sum, with its 2-digit sums, is the hardest).
 TASKS: dict[str, dict[str, Any]] = {
     "chain_sum": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
     "basic_arithmetic": {
@@ -82,7 +90,7 @@ class Problem:
 
 @dataclass(frozen=True)
 class ModelShape:
-    """Qwen2 size; the defaults give about 3.4M parameters."""
+    """Qwen2 size; the defaults give 2.44M parameters (a ~400-token vocabulary: the BPE saturates)."""
 
     hidden_size: int = 192
     num_layers: int = 4

@@ -1,0 +1,102 @@
+"""The demo's base model: worked solutions, the prompt format, held-out hygiene, and a reduced build."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prorl_engine import basemodel
+from prorl_engine.modeling import encode_prompt
+
+
+def test_arithmetic_steps_write_one_operation_per_step():
+    assert basemodel.arithmetic_steps("98 + 93 - 77") == (["98 + 93 = 191", "191 - 77 = 114"], 114)
+    assert basemodel.arithmetic_steps("-( 3 + -4 ) * 5") == (["3 + -4 = -1", "1 * 5 = 5"], 5)
+    assert basemodel.arithmetic_steps("2 + 3 * 4") == (["3 * 4 = 12", "2 + 12 = 14"], 14)
+
+
+def test_equation_steps_isolate_the_term_then_divide():
+    assert basemodel.equation_steps("8*t - 9 = 23", "t") == (["8*t = 23 + 9 = 32", "t = 32 / 8 = 4"], 4)
+    assert basemodel.equation_steps("5 - 3*x = -16", "x") == (["-3*x = -16 - 5 = -21", "x = -21 / -3 = 7"], 7)
+    assert basemodel.equation_steps("e + 5 = 13", "e") == (["e = 13 - 5 = 8"], 8)
+
+
+def test_every_generated_solution_agrees_with_reasoning_gym():
+    """worked_solution raises if its result differs from the reasoning-gym answer."""
+    problems = basemodel.generate_problems(300, seed=3)
+    assert {p.task for p in problems} == set(basemodel.TASKS)
+    for problem in problems:
+        assert problem.response.endswith(f"<answer>{problem.entry['answer']}</answer>")
+
+
+def test_generated_problems_are_reproducible_from_the_seed():
+    first = basemodel.generate_problems(50, seed=1)
+    assert first == basemodel.generate_problems(50, seed=1)
+    assert first != basemodel.generate_problems(50, seed=2)
+
+
+def test_the_held_out_split_never_appears_in_the_sft_data():
+    examples = basemodel.held_out_examples()
+    assert {e.task for e in examples} == set(basemodel.TASKS)  # the engine drops held-out repeats of training prompts
+    held_out = {e.metadata["entry"]["question"] for e in examples}
+    problems = basemodel.generate_problems(2000, seed=0, exclude=frozenset(held_out))
+    assert not held_out & {p.entry["question"] for p in problems}
+
+
+def test_sft_prompts_are_tokenised_exactly_as_the_engine_encodes_them():
+    problems = basemodel.generate_problems(20, seed=0)
+    tokenizer = basemodel.make_tokenizer(problems, vocab_size=300)
+    for problem in problems:
+        prompt_ids, response_ids = basemodel.encode_pair(tokenizer, problem)
+        assert prompt_ids == encode_prompt(tokenizer, problem.prompt)
+        assert response_ids[-1] == tokenizer.eos_token_id
+
+
+def test_answer_tags_survive_the_engines_decoding():
+    """The engine decodes with skip_special_tokens=True; the tags must stay for the verifier."""
+    problems = basemodel.generate_problems(20, seed=0)
+    tokenizer = basemodel.make_tokenizer(problems, vocab_size=300)
+    _, response_ids = basemodel.encode_pair(tokenizer, problems[0])
+    assert tokenizer.decode(response_ids, skip_special_tokens=True) == problems[0].response
+    assert len(tokenizer("<answer>", add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_the_loss_is_on_response_tokens_only():
+    _, _, labels = basemodel.collate([([5, 6, 7], [8, 9]), ([5], [8, 9, 10])], pad_id=0)
+    assert labels.tolist() == [[-100, -100, -100, 8, 9], [-100, 8, 9, 10, -100]]
+
+
+@pytest.mark.slow
+def test_a_reduced_build_is_a_loadable_save_pretrained_folder(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    shape = basemodel.ModelShape(hidden_size=32, num_layers=1, num_heads=2, vocab_size=300)
+    kwargs = dict(seed=0, sft_steps=4, batch_size=8, examples_per_task=40, shape=shape, eval_samples=1, log=lambda _: None)
+    folder = basemodel.build_base_model(tmp_path / "base", **kwargs)
+
+    info = json.loads((folder / "build_info.json").read_text())
+    assert info["seed"] == 0 and info["sft_steps"] == 4
+    assert 0.0 <= info["held_out"]["all/pass@1"] <= 1.0
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    prompt = torch.tensor([encode_prompt(tokenizer, "Calculate 2 + 3." + basemodel.INSTRUCTION)])
+    output = model.generate(prompt, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert output.shape[1] > prompt.shape[1]
+
+    # Same seed, same bytes: the build is reproducible (and a finished build is reused as a cache).
+    again = basemodel.build_base_model(tmp_path / "again", **kwargs)
+    assert (again / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
+    stamp = (folder / "build_info.json").stat().st_mtime_ns
+    basemodel.build_base_model(folder, **kwargs)
+    assert (folder / "build_info.json").stat().st_mtime_ns == stamp
+
+
+def test_the_committed_demo_model_leaves_rl_room_to_improve():
+    """Its held-out pass@1 (at build time) is well above 0 and well below 1."""
+    info = json.loads((basemodel.DEMO_MODEL_DIR / "build_info.json").read_text())
+    assert info["seed"] == 0
+    assert 0.1 <= info["held_out"]["all/pass@1"] <= 0.6
+    assert info["held_out"]["all/pass@8"] > info["held_out"]["all/pass@1"]
+    assert 1e6 <= info["parameters"] <= 1e7
