@@ -98,11 +98,14 @@ def load(trainer: Trainer, path: Path, fork: bool = False) -> None:
     trainer.step = state["step"]
 
 
-def prune(run_dir: Path, keep: int) -> None:
-    """Keep the `keep` most recent checkpoints (0 keeps all)."""
+def prune(run_dir: Path, keep: int) -> list[tuple[int, Path]]:
+    """Keep the `keep` most recent checkpoints (0 keeps all); returns the (step, path) removed."""
+    removed = []
     if keep:
         for path in all_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(path, ignore_errors=True)
+            removed.append((int(PATTERN.match(path.name).group(1)), path))
+    return removed
 
 
 def _is_tied_copy(model: torch.nn.Module, key: str) -> bool:

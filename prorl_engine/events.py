@@ -36,7 +36,8 @@ class Command:
 class Event:
     """Something that happened to a run at a step.
 
-    kind: "reset" (data: reason, requested_by), "checkpoint" (data: path), "status"
+    kind: "reset" (data: reason, requested_by), "checkpoint" (data: path), "checkpoint_removed"
+    (data: checkpoint_step, path; pruned by keep_checkpoints), "status"
     (data: status = running | paused | finished | stopped | failed, error), "length_penalty"
     (data: on), "command" (data: kind, requested_by, applied), "eval" (data: metrics).
     """

@@ -350,7 +350,8 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         path = ckpt.save(self)
         self.sink.event(Event("checkpoint", self.step, {"path": str(path)}))
-        ckpt.prune(self.run_dir, self.config.keep_checkpoints)
+        for step, removed in ckpt.prune(self.run_dir, self.config.keep_checkpoints):
+            self.sink.event(Event("checkpoint_removed", self.step, {"checkpoint_step": step, "path": str(removed)}))
         return path
 
     def _restore(self, path: Path, fork: bool = False) -> None:

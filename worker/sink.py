@@ -191,6 +191,8 @@ class StudioSink:
         if event.kind == "checkpoint":
             Checkpoint.objects.update_or_create(run_id=self.run_id, step=event.step,
                                                 defaults={"path": str(event.data.get("path", ""))})
+        if event.kind == "checkpoint_removed":  # pruned by keep_checkpoints: no longer offered for forks
+            Checkpoint.objects.filter(run_id=self.run_id, step=event.data.get("checkpoint_step")).delete()
         if event.kind == "status" and event.data.get("status") in STATUS_FOR:
             self.status = event.data["status"]
             run_changes["status"] = self.status

@@ -232,3 +232,11 @@ def test_a_fork_continues_from_the_parent_checkpoints_weights_reference_and_step
 def test_a_prompt_longer_than_max_prompt_tokens_is_refused_before_training(tiny_model, tmp_path):
     with pytest.raises(ValueError, match=r"max_prompt_tokens: prompt chain_sum/\S+ has \d+ tokens \(> 5\)"):
         Trainer(tiny_config(tiny_model, max_prompt_tokens=5), tmp_path, JsonlSink(tmp_path))
+
+
+def test_pruned_checkpoints_are_announced(tiny_model, tmp_path, digit_reward):
+    train(tiny_config(tiny_model, steps=4, checkpoint_every=1, keep_checkpoints=2), tmp_path)
+
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000003", "step-000004"]
+    removed = [e["data"]["checkpoint_step"] for e in read_jsonl(tmp_path / "events.jsonl") if e["kind"] == "checkpoint_removed"]
+    assert removed == [1, 2]

@@ -164,6 +164,16 @@ def test_the_sink_stores_events_samples_checkpoints_and_status(alices_run):
     assert EventRow.objects.get(run=run, kind="reset").data == {"reason": "manual", "requested_by": "alice"}
 
 
+def test_a_pruned_checkpoint_is_no_longer_offered(alices_run):
+    sink = StudioSink(alices_run)
+    for step in (1, 2):
+        sink.metrics(step, values(step))
+        sink.event(Event("checkpoint", step, {"path": f"/tmp/ckpt-{step}"}))
+    sink.event(Event("checkpoint_removed", 2, {"checkpoint_step": 1, "path": "/tmp/ckpt-1"}))
+    sink.close()
+    assert list(Checkpoint.objects.filter(run=alices_run).values_list("step", flat=True)) == [2]
+
+
 def test_the_control_source_hands_each_command_to_the_engine_once(alice, alices_run):
     Command.objects.create(run=alices_run, kind="reset_reference", requested_by=alice)
     control = StudioControl(alices_run)
