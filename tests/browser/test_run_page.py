@@ -61,7 +61,9 @@ def test_alice_watches_her_runs_charts_grow_while_it_trains(live_studio, alice, 
     assert seen < STEPS
     page.wait_for_function(f"({POINTS_JS})('{REWARD_CHART}') > {seen}", timeout=120_000)
     page.wait_for_function("document.getElementById('status').textContent === 'finished'", timeout=240_000)
-    assert page.evaluate(POINTS_JS, REWARD_CHART) == STEPS
+    # points are drawn once per animation frame (run.js batches them), so the last one may land a
+    # frame after the status message
+    page.wait_for_function(f"({POINTS_JS})('{REWARD_CHART}') === {STEPS}", timeout=30_000)
     assert MetricPoint.objects.filter(run=run).count() == STEPS
     assert Run.objects.get(pk=run.pk).status == RunStatus.FINISHED
 
