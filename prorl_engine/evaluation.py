@@ -14,7 +14,7 @@ import torch
 
 from prorl_engine.algorithms import mean_pass_at_k
 from prorl_engine.data.example import Example
-from prorl_engine.modeling import encode_prompt
+from prorl_engine.modeling import decode_response, encode_prompt
 from prorl_engine.rewards import score_all
 from prorl_engine.rollout import RolloutBackend, SamplingParams
 
@@ -73,7 +73,7 @@ def evaluate(
     with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
         torch.manual_seed(seed)  # seeds CUDA too
         generations = backend.generate(prompts, params)
-    texts = [tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in generations]
+    texts = [decode_response(tokenizer, g.token_ids) for g in generations]
     owners = [examples[g.prompt_index] for g in generations]
     scores = score_all(owners, texts, [g.truncated for g in generations], format_penalty, truncated_reward)
     samples = [

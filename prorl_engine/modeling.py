@@ -76,3 +76,17 @@ def format_prompt(tokenizer, prompt: str) -> str:
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
     return tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+
+
+def decode_response(tokenizer, token_ids: list[int]) -> str:
+    """The text a verifier judges: the response without its closing eos (and any padding after it).
+
+    Other tokens are kept, special or not. `skip_special_tokens=True` would also delete tokens a
+    tokenizer happens to mark special that carry the answer (a tokenizer trained with `<answer>`
+    as a special token, a `<think>` marker), so the verifier would judge text the model never wrote.
+    """
+    end = len(token_ids)
+    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    while end and token_ids[end - 1] in stop:
+        end -= 1
+    return tokenizer.decode(token_ids[:end], skip_special_tokens=False)

@@ -130,15 +130,20 @@ def pack(prompts: list[list[int]], responses: list[list[int]], pad_token_id: int
 
 
 def response_logprobs(
-    model: torch.nn.Module, batch: PackedBatch, with_entropy: bool = False
+    model: torch.nn.Module, batch: PackedBatch, with_entropy: bool = False, temperature: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(a_t | s_t) of every response token, (M, T); and its entropy (M, T) if asked.
+
+    pi is the distribution the rollouts were sampled from: softmax(logits / temperature). At
+    temperature 1.2 (the spec's rollout temperature) the untempered log-probs would make pi_old in
+    the PPO ratio a different policy from the one that sampled; pi_old, pi_ref and pi_theta are all
+    taken at the rollout temperature, as verl does.
 
     Differentiable when called with grad enabled. Padding positions hold garbage: use `batch.mask`.
     """
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (M, L, V)
     index = batch.positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
-    logits = logits.gather(1, index).float()  # (M, T, V): only the positions that predict responses
+    logits = logits.gather(1, index).float() / temperature  # (M, T, V): only the positions that predict responses
     logp = torch.log_softmax(logits, dim=-1).gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1)
     entropy = None
     if with_entropy:
@@ -148,10 +153,12 @@ def response_logprobs(
 
 
 @torch.no_grad()
-def batched_logprobs(model: torch.nn.Module, batches: list[PackedBatch], device: torch.device) -> list[torch.Tensor]:
+def batched_logprobs(
+    model: torch.nn.Module, batches: list[PackedBatch], device: torch.device, temperature: float = 1.0
+) -> list[torch.Tensor]:
     """Log-probs of several packed micro-batches without grad (pi_old and pi_ref)."""
     was_training = model.training
     model.eval()
-    out = [response_logprobs(model, b.to(device))[0].cpu() for b in batches]
+    out = [response_logprobs(model, b.to(device), temperature=temperature)[0].cpu() for b in batches]
     model.train(was_training)
     return out

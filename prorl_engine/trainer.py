@@ -28,7 +28,7 @@ from prorl_engine.data.example import Example
 from prorl_engine.data.sources import TrainingMix
 from prorl_engine.evaluation import evaluate
 from prorl_engine.events import Command, CommandKind, ControlSource, Event, EventSink, NoControl, Sample
-from prorl_engine.modeling import encode_prompt, format_prompt, load_policy, load_tokenizer, pick_device, resolve_model_path
+from prorl_engine.modeling import decode_response, encode_prompt, format_prompt, load_policy, load_tokenizer, pick_device, resolve_model_path
 from prorl_engine.reset import ResetPolicy
 from prorl_engine.rewards import Score, score_all
 from prorl_engine.rollout import HFGenerateBackend, PackedBatch, SamplingParams, batched_logprobs, pack, response_logprobs
@@ -202,7 +202,7 @@ class Trainer:
         params = SamplingParams(config.samples_per_prompt, config.max_response_tokens, config.temperature, config.top_p)
         generations = self.backend.generate(prompts, params)  # grouped: G per prompt
         owners = [examples[g.prompt_index] for g in generations]
-        texts = [self.tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in generations]
+        texts = [decode_response(self.tokenizer, g.token_ids) for g in generations]
         truncated = [g.truncated for g in generations]
         scores = score_all(owners, texts, truncated, config.format_penalty, config.truncated_reward)
         rewards = torch.tensor([s.reward for s in scores], dtype=torch.float64)
@@ -237,8 +237,9 @@ class Trainer:
                                    self.tokenizer.pad_token_id) for mbs in micro for idx in mbs}
         # pi_old and pi_ref on every response token, before any update (no grad)
         batches = list(packed.values())
-        old = dict(zip(packed, batched_logprobs(self.policy, batches, device)))
-        ref = dict(zip(packed, batched_logprobs(self.reference, batches, device)))
+        tau = config.temperature  # every log-prob is of the policy that sampled: softmax(logits / tau)
+        old = dict(zip(packed, batched_logprobs(self.policy, batches, device, tau)))
+        ref = dict(zip(packed, batched_logprobs(self.reference, batches, device, tau)))
 
         totals = {"entropy": 0.0, "clip_low": 0.0, "clip_high": 0.0, "approx_kl_old": 0.0, "kl_ref": 0.0, "tokens": 0.0,
                   "pg_loss": 0.0, "kl_loss": 0.0}
@@ -250,7 +251,7 @@ class Trainer:
             for idx in microbatches:
                 key = tuple(idx)
                 batch = packed[key].to(device)
-                logp, entropy = response_logprobs(self.policy, batch, with_entropy=True)          # (m, T)
+                logp, entropy = response_logprobs(self.policy, batch, with_entropy=True, temperature=tau)  # (m, T)
                 old_logp, ref_logp = old[key].to(device), ref[key].to(device)
                 A = advantages[idx].to(device).unsqueeze(1).expand_as(logp)                        # same A on every token
                 pg_loss, clip = alg.ppo_clip_loss(logp, old_logp, A, config.eps_low, config.eps_high)
@@ -390,7 +391,7 @@ class Trainer:
         for i in range(0, stride * count, stride):
             example, score = stats.all.examples[i], stats.all.scores[i]
             rows.append(Sample(
-                step=self.step, prompt=example.prompt, response=self.tokenizer.decode(stats.all.responses[i], skip_special_tokens=True),
+                step=self.step, prompt=example.prompt, response=decode_response(self.tokenizer, stats.all.responses[i]),
                 reward=stats.all.shaped[i], verifier_reward=score.reward, task=example.task, domain=example.domain,
                 length=len(stats.all.responses[i]), truncated=stats.truncated[i],
                 details={"extracted": score.verdict.extracted, **score.verdict.details},
