@@ -1,7 +1,7 @@
 """The demo's base model: a small Qwen2 taught three reasoning-gym arithmetic tasks by supervised
 fine-tuning, deliberately under-trained so that ProRL has room (and signal) to improve it.
 
-    python -m prorl_engine.basemodel [--out DIR] [--seed 0] [--sft-steps 800] [--force]
+    python -m prorl_engine.basemodel [--out DIR] [--seed 0] [--sft-steps 800] [--direct-fraction 0.5] [--force]
     prorl base-model --out DIR [--seed 0]
 
 The seed-0 build is committed in prorl_engine/configs/demo-base (4.7 MB of bfloat16 weights, with
@@ -12,7 +12,8 @@ other jobs).
 
 What it does, all on the CPU and reproducible from `--seed`:
 1. generates reasoning-gym problems of three tasks (`TASKS`, easy difficulty settings) and writes a
-   worked solution for each: one line of intermediate results, then `<answer>X</answer>` and eos;
+   solution for each in one of two styles: half are worked (one line of intermediate results, then
+   `<answer>X</answer>`), half are direct (the answer tag alone, `--direct-fraction`);
 2. trains a byte-level BPE tokenizer (`tiny.train_tokenizer`) on prompts and solutions;
 3. creates a randomly initialised Qwen2 of a few million parameters;
 4. trains it with a plain PyTorch loop (AdamW, cross-entropy on response tokens only) on prompts in
@@ -21,12 +22,16 @@ What it does, all on the CPU and reproducible from `--seed`:
    protocol) on the held-out split that the demo run (configs/demo.yaml) evaluates on, and writes
    a `save_pretrained` folder plus `build_info.json`.
 
-Why worked solutions rather than the bare answer: a few-million-parameter transformer cannot add
-three 2-digit numbers in one token's worth of computation, but it can do one operation per step
-when the intermediate results are written out ("98 + 93 = 191, 191 - 77 = 114"). That puts accuracy
-in a range RL can move, and gives responses a length for the length penalty to act on. Half of the
-SFT solutions start with a fixed preamble sentence that adds tokens and nothing else, so the
-cosine length penalty has something to remove that costs no accuracy (spec section 13, claim 3).
+Why two styles: a few-million-parameter transformer cannot add three 2-digit numbers in one token's
+worth of computation, but it can do one operation per step when the intermediate results are
+written out ("98 + 93 = 191, 191 - 77 = 114"). Imitation learns both styles with equal weight, so
+the base model guesses about half the time and works the problem out the other half; which style
+pays is something only a reward can teach. That is the situation RL with verifiable rewards is for
+(the base model can already reason, but does not always choose to), at a size a CPU trains in
+minutes, and it leaves room for pass@k to rise as well as pass@1: samples spent on guesses are
+wasted tries. Half of the worked solutions start with a fixed preamble sentence that adds tokens
+and nothing else, so the cosine length penalty has something to remove that costs no accuracy
+(spec section 13, claim 3).
 
 The held-out questions of the demo's evaluation split are excluded from the SFT data, so the
 model's held-out pass@k (before and after RL) is measured on problems it never saw.
@@ -178,12 +183,21 @@ def worked_solution(task: str, entry: dict[str, Any]) -> str:
     return ", ".join(steps) + f"\n<answer>{entry['answer']}</answer>"
 
 
+def direct_solution(entry: dict[str, Any]) -> str:
+    """The answer with no work shown: what the model must compute in one token's worth of layers."""
+    return f"<answer>{entry['answer']}</answer>"
+
+
 # --- data ------------------------------------------------------------------------------------
 
 def generate_problems(
-    count_per_task: int, seed: int, *, verbose_fraction: float = 0.5, exclude: frozenset[str] = frozenset(),
+    count_per_task: int, seed: int, *, direct_fraction: float = 0.0, verbose_fraction: float = 0.5,
+    exclude: frozenset[str] = frozenset(),
 ) -> list[Problem]:
     """`count_per_task` problems of every task, shuffled; questions in `exclude` are skipped.
+
+    A `direct_fraction` of the solutions is the bare answer tag (the "guess" style); of the worked
+    ones, a `verbose_fraction` starts with the preamble sentence.
 
     Item i of a reasoning-gym dataset is drawn from Random(dataset_seed + i), so each task gets
     a dataset seed far from the RL seeds (0, 1, 2, ...) and from the other tasks'.
@@ -200,8 +214,11 @@ def generate_problems(
             entry = dataset[item]
             if entry["question"] in exclude:
                 continue
-            preamble = PREAMBLE if rng.random() < verbose_fraction else ""
-            problems.append(Problem(task, entry, entry["question"] + INSTRUCTION, preamble + worked_solution(task, entry)))
+            if direct_fraction and rng.random() < direct_fraction:  # no draw at 0: older builds reproduce
+                response = direct_solution(entry)
+            else:
+                response = (PREAMBLE if rng.random() < verbose_fraction else "") + worked_solution(task, entry)
+            problems.append(Problem(task, entry, entry["question"] + INSTRUCTION, response))
             kept += 1
             if kept == count_per_task:
                 break
@@ -332,8 +349,8 @@ def held_out_pass_at_k(
 
 def build_base_model(
     out_dir: str | Path, *, seed: int = 0, sft_steps: int = 800, batch_size: int = 32, learning_rate: float = 2e-3,
-    examples_per_task: int = 9000, shape: ModelShape = ModelShape(), eval_samples: int = 8, threads: int = 2,
-    force: bool = False, log: Callable[[str], None] = print,
+    examples_per_task: int = 9000, direct_fraction: float = 0.0, shape: ModelShape = ModelShape(),
+    eval_samples: int = 8, threads: int = 2, force: bool = False, log: Callable[[str], None] = print,
 ) -> Path:
     """Train the demo's base model into `out_dir` (a save_pretrained folder) and return its path.
 
@@ -346,7 +363,7 @@ def build_base_model(
     from transformers import AutoModelForCausalLM
 
     out = Path(out_dir)
-    if not force and _finished_build(out, seed, sft_steps):
+    if not force and _finished_build(out, seed, sft_steps, direct_fraction):
         return out
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(threads)
@@ -354,7 +371,7 @@ def build_base_model(
     started = time.time()
     held_out = held_out_examples()
     exclude = frozenset(e.metadata["entry"]["question"] for e in held_out)
-    problems = generate_problems(examples_per_task, seed, exclude=exclude)
+    problems = generate_problems(examples_per_task, seed, direct_fraction=direct_fraction, exclude=exclude)
     tokenizer = make_tokenizer(problems[:3000], shape.vocab_size)
     pairs = [encode_pair(tokenizer, p) for p in problems]
 
@@ -376,7 +393,8 @@ def build_base_model(
     report = held_out_pass_at_k(model, tokenizer, n=eval_samples, ks=sorted({1, eval_samples}), seed=seed)
     log("held-out " + "  ".join(f"{key} {value}" for key, value in report.items()))
     info = {
-        "seed": seed, "sft_steps": sft_steps, "batch_size": batch_size, "learning_rate": learning_rate,
+        "seed": seed, "sft_steps": sft_steps, "direct_fraction": direct_fraction, "batch_size": batch_size,
+        "learning_rate": learning_rate,
         "examples": len(pairs), "parameters": parameters, "shape": asdict(shape), "tasks": TASKS,
         "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
         "held_out": {"prompts": len(held_out), "samples_per_prompt": eval_samples, "temperature": 0.6,
@@ -389,12 +407,13 @@ def build_base_model(
     return out
 
 
-def _finished_build(folder: Path, seed: int, sft_steps: int) -> bool:
+def _finished_build(folder: Path, seed: int, sft_steps: int, direct_fraction: float) -> bool:
     info_path = folder / "build_info.json"
     if not (info_path.is_file() and (folder / "config.json").is_file()):
         return False
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    return info.get("seed") == seed and info.get("sft_steps") == sft_steps
+    built = (info.get("seed"), info.get("sft_steps"), info.get("direct_fraction", 0.0))  # older builds: worked only
+    return built == (seed, sft_steps, direct_fraction)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -402,10 +421,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEMO_MODEL_DIR, help=f"output folder (default: {DEMO_MODEL_DIR})")
     parser.add_argument("--seed", type=int, default=0, help="seed for data, tokenizer, weights and SFT order")
     parser.add_argument("--sft-steps", type=int, default=800, help="SFT optimizer steps (batch 32)")
+    parser.add_argument("--direct-fraction", type=float, default=0.0,
+                        help="share of SFT solutions that are the bare answer tag (no work shown)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--force", action="store_true", help="rebuild even if --out holds a finished build")
     args = parser.parse_args(argv)
-    build_base_model(args.out, seed=args.seed, sft_steps=args.sft_steps, threads=args.threads, force=args.force)
+    build_base_model(args.out, seed=args.seed, sft_steps=args.sft_steps, direct_fraction=args.direct_fraction,
+                     threads=args.threads, force=args.force)
     print(f"base model: {args.out}")
     return 0
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prorl_engine import basemodel
-from prorl_engine.modeling import encode_prompt
+from prorl_engine.modeling import decode_response, encode_prompt
 
 
 def test_arithmetic_steps_write_one_operation_per_step():
@@ -29,6 +29,14 @@ def test_every_generated_solution_agrees_with_reasoning_gym():
     assert {p.task for p in problems} == set(basemodel.TASKS)
     for problem in problems:
         assert problem.response.endswith(f"<answer>{problem.entry['answer']}</answer>")
+
+
+def test_the_direct_fraction_of_solutions_is_the_bare_answer_tag():
+    problems = basemodel.generate_problems(300, seed=0, direct_fraction=0.5)
+    direct = [p for p in problems if p.response == f"<answer>{p.entry['answer']}</answer>"]
+    assert 0.43 < len(direct) / len(problems) < 0.57  # 900 draws: 0.5 +- 4 standard errors
+    assert all("=" in p.response for p in problems if p not in direct)  # the others show their work
+    assert not any(p.response.startswith("<answer>") for p in basemodel.generate_problems(100, seed=0, direct_fraction=0.0))
 
 
 def test_generated_problems_are_reproducible_from_the_seed():
@@ -55,10 +63,12 @@ def test_sft_prompts_are_tokenised_exactly_as_the_engine_encodes_them():
 
 
 def test_answer_tags_survive_the_engines_decoding():
-    """The engine decodes with skip_special_tokens=True; the tags must stay for the verifier."""
+    """The tags stay single tokens and come back from the engine's decoding (and from the
+    skip_special_tokens=True decoding of other tools: they are ordinary tokens here)."""
     problems = basemodel.generate_problems(20, seed=0)
     tokenizer = basemodel.make_tokenizer(problems, vocab_size=300)
     _, response_ids = basemodel.encode_pair(tokenizer, problems[0])
+    assert decode_response(tokenizer, response_ids) == problems[0].response
     assert tokenizer.decode(response_ids, skip_special_tokens=True) == problems[0].response
     assert len(tokenizer("<answer>", add_special_tokens=False)["input_ids"]) == 1
 
