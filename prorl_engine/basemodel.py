@@ -1,19 +1,20 @@
 """The demo's base model: a small Qwen2 taught three reasoning-gym arithmetic tasks by supervised
-fine-tuning, deliberately under-trained so that ProRL has room (and signal) to improve it.
+fine-tuning, built so that ProRL has room (and signal) to improve it.
 
-    python -m prorl_engine.basemodel [--out DIR] [--seed 0] [--sft-steps 800] [--direct-fraction 0.5] [--force]
+    python -m prorl_engine.basemodel [--out DIR] [--seed 0] [--sft-steps 1600] [--direct-fraction 0.5]
+                                     [--guess-error-rate 0.5] [--force]
     prorl base-model --out DIR [--seed 0]
 
-The seed-0 build is committed in prorl_engine/configs/demo-base (4.7 MB of bfloat16 weights, with
+The seed-0 build is committed in prorl_engine/configs/demo-base (4.9 MB of bfloat16 weights, with
 its build_info.json); configs/demo.yaml names it as `base:prorl_engine/configs/demo-base`, so the
-engine rebuilds it there only if it is missing. A build takes about 8 minutes on 2 idle CPU cores
-(800 steps of batch 32 at ~0.6 s each; the committed one took 34 minutes on 2 cores shared with
-other jobs).
+engine rebuilds it there only if it is missing. The committed build took 8.7 minutes on the 2-core
+development machine (1,600 SFT steps of batch 32, 2 threads, then its held-out evaluation).
 
 What it does, all on the CPU and reproducible from `--seed`:
 1. generates reasoning-gym problems of three tasks (`TASKS`, easy difficulty settings) and writes a
-   solution for each in one of two styles: half are worked (one line of intermediate results, then
-   `<answer>X</answer>`), half are direct (the answer tag alone, `--direct-fraction`);
+   solution for each in one of two styles: worked (one line of intermediate results, then
+   `<answer>X</answer>`) or, for a `--direct-fraction` of them, a bare guess (the answer tag alone,
+   and for a `--guess-error-rate` of the guesses an answer off by 1 to 10);
 2. trains a byte-level BPE tokenizer (`tiny.train_tokenizer`) on prompts and solutions;
 3. creates a randomly initialised Qwen2 of a few million parameters;
 4. trains it with a plain PyTorch loop (AdamW, cross-entropy on response tokens only) on prompts in
@@ -24,14 +25,15 @@ What it does, all on the CPU and reproducible from `--seed`:
 
 Why two styles: a few-million-parameter transformer cannot add three 2-digit numbers in one token's
 worth of computation, but it can do one operation per step when the intermediate results are
-written out ("98 + 93 = 191, 191 - 77 = 114"). Imitation learns both styles with equal weight, so
-the base model guesses about half the time and works the problem out the other half; which style
-pays is something only a reward can teach. That is the situation RL with verifiable rewards is for
-(the base model can already reason, but does not always choose to), at a size a CPU trains in
-minutes, and it leaves room for pass@k to rise as well as pass@1: samples spent on guesses are
-wasted tries. Half of the worked solutions start with a fixed preamble sentence that adds tokens
-and nothing else, so the cosine length penalty has something to remove that costs no accuracy
-(spec section 13, claim 3).
+written out ("98 + 93 = 191, 191 - 77 = 114"). The demo build (`DEMO_BUILD`) learns both styles by
+imitation: half its SFT solutions are worked, half are guesses copied from a careless source (half
+of them off by a little). So the base model guesses on about half of its samples, and its guesses
+are often wrong, while its worked answers are right more often; only a reward can tell it which
+style pays. That is the situation RL with verifiable rewards is for: the base model can already
+reason but does not reliably choose to, and samples spent on guesses are wasted tries, so pass@k
+has room to rise as well as pass@1. Half of the worked solutions start with a fixed preamble
+sentence that adds tokens and nothing else, so the cosine length penalty has something to remove
+that costs no accuracy (spec section 13, claim 3).
 
 The held-out questions of the demo's evaluation split are excluded from the SFT data, so the
 model's held-out pass@k (before and after RL) is measured on problems it never saw.
@@ -61,8 +63,8 @@ from prorl_engine.modeling import format_prompt
 from prorl_engine.tiny import EOS, build_tiny_model, train_tokenizer
 
 # The three RL tasks and their difficulty (reasoning-gym generator parameters). Easy settings:
-# after 800 SFT steps the 2.4M-parameter model gets about a quarter of held-out problems right
-# (pass@1 0.26, pass@8 0.53; chain_sum, with its 2-digit sums, is the hardest).
+# the committed 2.4M-parameter build gets about a tenth of held-out problems right on one try
+# (pass@1 0.11, pass@8 0.41; chain_sum, with its 2-digit sums, is the hardest).
 TASKS: dict[str, dict[str, Any]] = {
     "chain_sum": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
     "basic_arithmetic": {
@@ -76,6 +78,8 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 INSTRUCTION = DataSource.instruction  # the engine's default: "\nPut your final answer inside <answer></answer> tags."
 PREAMBLE = "Let me work this out one step at a time.\n"  # verbose style: tokens that carry nothing
+# The committed demo build's recipe (the defaults of build_base_model and of the command).
+DEMO_BUILD: dict[str, Any] = {"sft_steps": 1600, "direct_fraction": 0.5, "guess_error_rate": 0.5}
 DEMO_TRAIN_SIZE = 2000   # training prompts per task in the demo mix
 DEMO_EVAL_SIZE = 32      # held-out prompts per task in the demo mix
 RL_SEED = 0              # the demo run's seed: its held-out split is excluded from SFT
@@ -183,21 +187,30 @@ def worked_solution(task: str, entry: dict[str, Any]) -> str:
     return ", ".join(steps) + f"\n<answer>{entry['answer']}</answer>"
 
 
-def direct_solution(entry: dict[str, Any]) -> str:
-    """The answer with no work shown: what the model must compute in one token's worth of layers."""
-    return f"<answer>{entry['answer']}</answer>"
+GUESS_OFFSETS = tuple(d for d in range(-10, 11) if d)
+
+
+def direct_solution(entry: dict[str, Any], offset: int = 0) -> str:
+    """The answer with no work shown (`offset` added: a careless guess). Every demo answer is an integer."""
+    return f"<answer>{int(entry['answer']) + offset}</answer>"
+
+
+def shows_work(response: str) -> bool:
+    """True when a response writes at least one intermediate result before its answer tag."""
+    return "=" in response.split("<answer>", 1)[0]
 
 
 # --- data ------------------------------------------------------------------------------------
 
 def generate_problems(
-    count_per_task: int, seed: int, *, direct_fraction: float = 0.0, verbose_fraction: float = 0.5,
-    exclude: frozenset[str] = frozenset(),
+    count_per_task: int, seed: int, *, direct_fraction: float = 0.0, guess_error_rate: float = 0.0,
+    verbose_fraction: float = 0.5, exclude: frozenset[str] = frozenset(),
 ) -> list[Problem]:
     """`count_per_task` problems of every task, shuffled; questions in `exclude` are skipped.
 
-    A `direct_fraction` of the solutions is the bare answer tag (the "guess" style); of the worked
-    ones, a `verbose_fraction` starts with the preamble sentence.
+    A `direct_fraction` of the solutions is the bare answer tag (the "guess" style), and a
+    `guess_error_rate` of those guesses is off by 1 to 10 (a careless source); of the worked
+    solutions, a `verbose_fraction` starts with the preamble sentence. Worked solutions are always right.
 
     Item i of a reasoning-gym dataset is drawn from Random(dataset_seed + i), so each task gets
     a dataset seed far from the RL seeds (0, 1, 2, ...) and from the other tasks'.
@@ -215,7 +228,8 @@ def generate_problems(
             if entry["question"] in exclude:
                 continue
             if direct_fraction and rng.random() < direct_fraction:  # no draw at 0: older builds reproduce
-                response = direct_solution(entry)
+                careless = guess_error_rate and rng.random() < guess_error_rate
+                response = direct_solution(entry, offset=rng.choice(GUESS_OFFSETS) if careless else 0)
             else:
                 response = (PREAMBLE if rng.random() < verbose_fraction else "") + worked_solution(task, entry)
             problems.append(Problem(task, entry, entry["question"] + INSTRUCTION, response))
@@ -348,8 +362,10 @@ def held_out_pass_at_k(
 # --- the command -----------------------------------------------------------------------------
 
 def build_base_model(
-    out_dir: str | Path, *, seed: int = 0, sft_steps: int = 800, batch_size: int = 32, learning_rate: float = 2e-3,
-    examples_per_task: int = 9000, direct_fraction: float = 0.0, shape: ModelShape = ModelShape(),
+    out_dir: str | Path, *, seed: int = 0, sft_steps: int = DEMO_BUILD["sft_steps"], batch_size: int = 32,
+    learning_rate: float = 2e-3, examples_per_task: int = 9000, direct_fraction: float = DEMO_BUILD["direct_fraction"],
+    guess_error_rate: float = DEMO_BUILD["guess_error_rate"],
+    shape: ModelShape = ModelShape(),
     eval_samples: int = 8, threads: int = 2, force: bool = False, log: Callable[[str], None] = print,
 ) -> Path:
     """Train the demo's base model into `out_dir` (a save_pretrained folder) and return its path.
@@ -363,7 +379,7 @@ def build_base_model(
     from transformers import AutoModelForCausalLM
 
     out = Path(out_dir)
-    if not force and _finished_build(out, seed, sft_steps, direct_fraction):
+    if not force and _finished_build(out, seed, sft_steps, direct_fraction, guess_error_rate):
         return out
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(threads)
@@ -371,7 +387,8 @@ def build_base_model(
     started = time.time()
     held_out = held_out_examples()
     exclude = frozenset(e.metadata["entry"]["question"] for e in held_out)
-    problems = generate_problems(examples_per_task, seed, direct_fraction=direct_fraction, exclude=exclude)
+    problems = generate_problems(examples_per_task, seed, direct_fraction=direct_fraction,
+                                 guess_error_rate=guess_error_rate, exclude=exclude)
     tokenizer = make_tokenizer(problems[:3000], shape.vocab_size)
     pairs = [encode_pair(tokenizer, p) for p in problems]
 
@@ -393,7 +410,8 @@ def build_base_model(
     report = held_out_pass_at_k(model, tokenizer, n=eval_samples, ks=sorted({1, eval_samples}), seed=seed)
     log("held-out " + "  ".join(f"{key} {value}" for key, value in report.items()))
     info = {
-        "seed": seed, "sft_steps": sft_steps, "direct_fraction": direct_fraction, "batch_size": batch_size,
+        "seed": seed, "sft_steps": sft_steps, "direct_fraction": direct_fraction,
+        "guess_error_rate": guess_error_rate, "batch_size": batch_size,
         "learning_rate": learning_rate,
         "examples": len(pairs), "parameters": parameters, "shape": asdict(shape), "tasks": TASKS,
         "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
@@ -407,26 +425,29 @@ def build_base_model(
     return out
 
 
-def _finished_build(folder: Path, seed: int, sft_steps: int, direct_fraction: float) -> bool:
+def _finished_build(folder: Path, seed: int, sft_steps: int, direct_fraction: float, guess_error_rate: float) -> bool:
     info_path = folder / "build_info.json"
     if not (info_path.is_file() and (folder / "config.json").is_file()):
         return False
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    built = (info.get("seed"), info.get("sft_steps"), info.get("direct_fraction", 0.0))  # older builds: worked only
-    return built == (seed, sft_steps, direct_fraction)
+    built = (info.get("seed"), info.get("sft_steps"), info.get("direct_fraction", 0.0), info.get("guess_error_rate", 0.0))
+    return built == (seed, sft_steps, direct_fraction, guess_error_rate)  # older builds had no guesses
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prorl_engine.basemodel", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEMO_MODEL_DIR, help=f"output folder (default: {DEMO_MODEL_DIR})")
     parser.add_argument("--seed", type=int, default=0, help="seed for data, tokenizer, weights and SFT order")
-    parser.add_argument("--sft-steps", type=int, default=800, help="SFT optimizer steps (batch 32)")
-    parser.add_argument("--direct-fraction", type=float, default=0.0,
+    parser.add_argument("--sft-steps", type=int, default=DEMO_BUILD["sft_steps"], help="SFT optimizer steps (batch 32)")
+    parser.add_argument("--direct-fraction", type=float, default=DEMO_BUILD["direct_fraction"],
                         help="share of SFT solutions that are the bare answer tag (no work shown)")
+    parser.add_argument("--guess-error-rate", type=float, default=DEMO_BUILD["guess_error_rate"],
+                        help="share of those bare answers that are off by 1 to 10 (a careless source)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--force", action="store_true", help="rebuild even if --out holds a finished build")
     args = parser.parse_args(argv)
     build_base_model(args.out, seed=args.seed, sft_steps=args.sft_steps, direct_fraction=args.direct_fraction,
+                     guess_error_rate=args.guess_error_rate,
                      threads=args.threads, force=args.force)
     print(f"base model: {args.out}")
     return 0

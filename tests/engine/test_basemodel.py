@@ -39,6 +39,16 @@ def test_the_direct_fraction_of_solutions_is_the_bare_answer_tag():
     assert not any(p.response.startswith("<answer>") for p in basemodel.generate_problems(100, seed=0, direct_fraction=0.0))
 
 
+def test_careless_guesses_are_off_by_one_to_ten_and_worked_solutions_stay_right():
+    problems = basemodel.generate_problems(300, seed=0, direct_fraction=0.5, guess_error_rate=0.5)
+    guesses = [p for p in problems if p.response.startswith("<answer>")]
+    offsets = [int(p.response[len("<answer>"):-len("</answer>")]) - int(p.entry["answer"]) for p in guesses]
+    assert 0.4 < sum(d != 0 for d in offsets) / len(offsets) < 0.6  # ~450 guesses: 0.5 +- 4 standard errors
+    assert all(abs(d) <= 10 for d in offsets)
+    worked = [p for p in problems if p not in guesses]
+    assert all(p.response.endswith(f"<answer>{p.entry['answer']}</answer>") for p in worked)
+
+
 def test_generated_problems_are_reproducible_from_the_seed():
     first = basemodel.generate_problems(50, seed=1)
     assert first == basemodel.generate_problems(50, seed=1)
