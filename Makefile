@@ -35,7 +35,7 @@ bench: setup
 	$(PY) bench/studio_live.py
 
 demo: setup
-	$(VENV)/bin/prorl train prorl_engine/configs/tiny.yaml --out runs/demo
+	$(VENV)/bin/prorl --threads 2 train prorl_engine/configs/demo.yaml --out runs/demo
 
 clean:
 	rm -rf $(VENV) runs var

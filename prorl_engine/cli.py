@@ -154,6 +154,12 @@ def cmd_base_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from prorl_engine.ablations import main as ablations_main
+
+    return ablations_main(args.extra)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prorl", description="Prolonged RL for LLMs with the ProRL v2 recipe.")
     parser.add_argument("--threads", type=int, default=0,
@@ -190,11 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--out", required=True)
     base.add_argument("--seed", type=int, default=0)
     base.set_defaults(func=cmd_base_model)
+
+    ablate = commands.add_parser(
+        "ablate", add_help=False, help="the recipe and one variant per part of it, with a report "
+                                       "(options: prorl ablate --help)")
+    ablate.set_defaults(func=cmd_ablate)  # its own options are parsed by prorl_engine.ablations.main
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "ablate":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     if args.threads:
         import torch
 

@@ -8,6 +8,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 import yaml
 
 from prorl_engine.cli import main
@@ -104,3 +105,17 @@ def test_a_mix_of_all_five_domains_trains_and_logs_a_reward_per_domain(tiny_mode
     domains = {key.split("/")[1] for key in row if key.startswith("reward/")} - {"mean", "verifier_mean", "format_fail_frac"}
     assert domains <= {"math", "code", "stem", "logic", "ifeval"} and len(domains) >= 3  # 10 weighted draws over 5
     assert row["sampling/kept_groups"] == 10
+
+
+def test_prorl_ablate_hands_its_options_to_the_ablation_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ablate", "--variants", "full,no_such_variant"])
+    assert exit_info.value.code == 2
+    assert "unknown variants no_such_variant" in capsys.readouterr().err
+
+
+def test_other_commands_refuse_unknown_options(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["resume", str(tmp_path), "--variants", "full"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --variants full" in capsys.readouterr().err
