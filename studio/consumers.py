@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from studio.models import Event, MetricPoint, Run, Sample
+from studio.models import Event, MetricPoint, Run, Sample, shared_payload
 from studio.payloads import (EventPayload, MetricsPayload, RewindPayload, SamplesPayload, ShareRevokedPayload,
                              StatusPayload)
 from studio.permissions import can_view_run, share_link_for
@@ -77,7 +77,7 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         if event["id"] in self.sent_events:
             return
         self.sent_events.add(event["id"])
-        await self.send_json({"kind": "event", "event": event})
+        await self.send_json({"kind": "event", "event": self._for_viewer(event)})
 
     async def run_samples(self, payload: SamplesPayload) -> None:
         await self.send_json({"kind": "samples", "rows": payload["rows"]})
@@ -94,6 +94,9 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         self.last_step = min(self.last_step, payload["step"])
         await self.send_json({"kind": "rewind", "step": payload["step"]})
 
+    def _for_viewer(self, event: dict) -> dict:
+        return shared_payload(event) if self.share_link_id is not None else event
+
     # --- database --------------------------------------------------------------------------------
     async def _send_backlog(self) -> None:
         after = self.last_step
@@ -102,7 +105,7 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
             if events or samples:
                 for event in events:
                     self.sent_events.add(event["id"])
-                    await self.send_json({"kind": "event", "event": event})
+                    await self.send_json({"kind": "event", "event": self._for_viewer(event)})
                 if samples:
                     await self.send_json({"kind": "samples", "rows": samples})
             if points:

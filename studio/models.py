@@ -120,6 +120,20 @@ class Event(models.Model):
     def as_payload(self) -> dict:
         return {"id": self.pk, "step": self.step, "kind": self.kind, "data": self.data, "time": self.time}
 
+    @property
+    def shared_data(self) -> dict:
+        """`data` as a share link's viewer sees it (see `shared_payload`)."""
+        return shared_payload(self.as_payload())["data"]
+
+
+SERVER_ONLY_EVENT_FIELDS = frozenset({"path"})  # where files lie on the studio's machines
+
+
+def shared_payload(event: dict) -> dict:
+    """An event payload for a share link's viewer: without server file paths (checkpoint folders).
+    Share links show a run's progress to people outside the team, not the studio's file system."""
+    return {**event, "data": {k: v for k, v in event["data"].items() if k not in SERVER_ONLY_EVENT_FIELDS}}
+
 
 class Sample(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples")

@@ -18,7 +18,7 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from studio.models import Command, MetricPoint, Run, RunStatus, ShareLink
+from studio.models import Checkpoint, Command, Event, MetricPoint, Run, RunStatus, ShareLink
 from studio.routing import websocket_urlpatterns
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
@@ -186,3 +186,39 @@ def test_a_revoked_or_expired_link_opens_no_websocket(running_run, state):
     token = share(running_run, revoked=True) if state == "revoked" else \
         share(running_run, expires_in=timedelta(seconds=-1))
     assert async_to_sync(communicator(running_run, token).connect)() == (False, 4403)
+
+
+# --- what a link shows: the run's progress, not the studio's file system ---------------------------
+
+CHECKPOINT_PATH = "/srv/prorl/runs/17/checkpoints/step-000003"
+
+
+def checkpointed(run: Run) -> Run:
+    Event.objects.create(run=run, step=3, kind="checkpoint", data={"path": CHECKPOINT_PATH}, time=0.0)
+    Checkpoint.objects.create(run=run, step=3, path=CHECKPOINT_PATH)
+    return run
+
+
+def test_the_shared_page_names_checkpoints_without_their_server_paths(client, alice, running_run):
+    token = share(checkpointed(running_run))
+    page = client.get(reverse("share-detail", args=[token])).content.decode()
+    assert "step 3" in page and "checkpoint" in page
+    assert CHECKPOINT_PATH not in page
+    client.force_login(alice)
+    assert CHECKPOINT_PATH in client.get(reverse("run-detail", args=[running_run.pk])).content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("channel_layer_settings")
+def test_the_links_websocket_sends_events_without_server_paths(running_run):
+    token = share(checkpointed(running_run))
+
+    async def scenario():
+        ws = communicator(running_run, token)
+        assert (await ws.connect())[0]
+        event = await ws.receive_json_from(timeout=5)
+        assert event["kind"] == "event" and event["event"]["kind"] == "checkpoint"
+        assert event["event"]["data"] == {} and CHECKPOINT_PATH not in str(event)
+        await ws.disconnect()
+
+    async_to_sync(scenario)()
