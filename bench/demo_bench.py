@@ -64,12 +64,11 @@ def main() -> None:
 
     tokens = sum(generated_tokens(row, config) for row in recorder.rows)
     trainer_tps = [row["throughput/tokens_per_s"] for row in recorder.rows]
-    k = max(config.eval_k)
     print(f"demo: {config.steps} steps, B={config.prompts_per_step} G={config.samples_per_prompt} "
           f"T={config.max_response_tokens}, {torch.get_num_threads()} threads, {after['eval/prompts']} held-out prompts "
           f"x {config.eval_samples} samples")
     print(f"{'':26s}{'before':>10s}{'after':>10s}")
-    for key in ["eval/all/pass@1", f"eval/all/pass@{k}", "eval/all/mean_length", "eval/all/shows_work_frac"] + sorted(
+    for key in [f"eval/all/pass@{j}" for j in config.eval_k] + ["eval/all/mean_length", "eval/all/shows_work_frac"] + sorted(
             key for key in before if key.endswith("/pass@1") and key not in ("eval/all/pass@1", "eval/logic/pass@1")):
         print(f"{key:26s}{before[key]:10.3f}{after[key]:10.3f}")
     print(f"minutes (evaluations included): {minutes:.1f}")

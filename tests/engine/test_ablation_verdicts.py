@@ -31,3 +31,17 @@ def test_pass_at_1_within_two_standard_errors_is_inconclusive():
     # 2 * hypot(0.01, 0.01) = 0.028: a gain of 0.02 is noise
     assert verdict_for({"eval/all/pass@1": 0.12, "eval/all/pass@2": 0.3, "eval/all/pass@4": 0.4, "eval/all/pass@8": 0.5}) == "inconclusive"
     assert verdict_for({"eval/all/pass@1": 0.05, "eval/all/pass@2": 0.1, "eval/all/pass@4": 0.2, "eval/all/pass@8": 0.3}) == "not reproduced"
+
+
+def test_the_reruns_distance_widens_the_noise_band():
+    """full 0.30 vs no_dynamic_sampling 0.25 is ten sampling standard errors apart, but the full
+    recipe's own rerun ended at 0.22: that gap is within run-to-run noise."""
+    def run(name: str, pass1: float) -> RunResult:
+        return RunResult(name, {}, [{"step": 150, "tokens": 1000.0}], [],
+                         {"eval/all/pass@1": pass1, "eval/all/pass@1_se": 0.0025}, 1.0)
+
+    results = {"full": run("full", 0.30), "no_dynamic_sampling": run("no_dynamic_sampling", 0.25)}
+    without_rerun = judge_claims(results, BASE, k=1)[0]
+    with_rerun = judge_claims({**results, "rerun": run("rerun", 0.22)}, BASE, k=1)[0]
+    assert without_rerun.verdict == "reproduced"
+    assert with_rerun.verdict == "inconclusive" and "noise band: 0.080" in with_rerun.evidence
