@@ -259,9 +259,9 @@ def tokenizer_corpus(problems: Sequence[Problem]) -> list[str]:
 def make_tokenizer(problems: Sequence[Problem], vocab_size: int):
     """`tiny.train_tokenizer`, with <answer> and </answer> made ordinary (non-special) tokens.
 
-    They stay single tokens, but `decode(..., skip_special_tokens=True)` keeps them: otherwise
-    the engine's decoded responses would lose their answer tags and every reward would be the
-    format penalty. Only <|endoftext|> (eos and pad) stays special.
+    They stay single tokens, and tools that decode with `skip_special_tokens=True` (Hugging Face
+    pipelines, most chat front ends) keep them too; the engine itself decodes with
+    `modeling.decode_response`, which keeps special tokens. Only <|endoftext|> (eos and pad) stays special.
     """
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
@@ -364,9 +364,8 @@ def held_out_pass_at_k(
 def build_base_model(
     out_dir: str | Path, *, seed: int = 0, sft_steps: int = DEMO_BUILD["sft_steps"], batch_size: int = 32,
     learning_rate: float = 2e-3, examples_per_task: int = 9000, direct_fraction: float = DEMO_BUILD["direct_fraction"],
-    guess_error_rate: float = DEMO_BUILD["guess_error_rate"],
-    shape: ModelShape = ModelShape(),
-    eval_samples: int = 8, threads: int = 2, force: bool = False, log: Callable[[str], None] = print,
+    guess_error_rate: float = DEMO_BUILD["guess_error_rate"], shape: ModelShape = ModelShape(), eval_samples: int = 8,
+    threads: int = 2, force: bool = False, log: Callable[[str], None] = print,
 ) -> Path:
     """Train the demo's base model into `out_dir` (a save_pretrained folder) and return its path.
 
@@ -410,9 +409,8 @@ def build_base_model(
     report = held_out_pass_at_k(model, tokenizer, n=eval_samples, ks=sorted({1, eval_samples}), seed=seed)
     log("held-out " + "  ".join(f"{key} {value}" for key, value in report.items()))
     info = {
-        "seed": seed, "sft_steps": sft_steps, "direct_fraction": direct_fraction,
-        "guess_error_rate": guess_error_rate, "batch_size": batch_size,
-        "learning_rate": learning_rate,
+        "seed": seed, "sft_steps": sft_steps, "direct_fraction": direct_fraction, "guess_error_rate": guess_error_rate,
+        "batch_size": batch_size, "learning_rate": learning_rate,
         "examples": len(pairs), "parameters": parameters, "shape": asdict(shape), "tasks": TASKS,
         "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
         "held_out": {"prompts": len(held_out), "samples_per_prompt": eval_samples, "temperature": 0.6,
@@ -447,8 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if --out holds a finished build")
     args = parser.parse_args(argv)
     build_base_model(args.out, seed=args.seed, sft_steps=args.sft_steps, direct_fraction=args.direct_fraction,
-                     guess_error_rate=args.guess_error_rate,
-                     threads=args.threads, force=args.force)
+                     guess_error_rate=args.guess_error_rate, threads=args.threads, force=args.force)
     print(f"base model: {args.out}")
     return 0
 
