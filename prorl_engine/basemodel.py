@@ -1,20 +1,21 @@
 """The demo's base model: a small Qwen2 taught three reasoning-gym arithmetic tasks by supervised
 fine-tuning, built so that ProRL has room (and signal) to improve it.
 
-    python -m prorl_engine.basemodel [--out DIR] [--seed 0] [--sft-steps 1600] [--direct-fraction 0.5]
-                                     [--guess-error-rate 0.5] [--force]
+    python -m prorl_engine.basemodel [--out DIR] [--seed 0] [--sft-steps 1600] [--direct-fraction 0.4]
+                                     [--guess-error-rate 1.0] [--guess-offset 11 40] [--force]
     prorl base-model --out DIR [--seed 0]
 
 The seed-0 build is committed in prorl_engine/configs/demo-base (4.9 MB of bfloat16 weights, with
 its build_info.json); configs/demo.yaml names it as `base:prorl_engine/configs/demo-base`, so the
-engine rebuilds it there only if it is missing. The committed build took 8.7 minutes on the 2-core
-development machine (1,600 SFT steps of batch 32, 2 threads, then its held-out evaluation).
+engine rebuilds it there only if it is missing. The committed build took 14 minutes on the 2-core
+development machine with 1 thread, the other core busy (1,600 SFT steps of batch 32, then its
+held-out evaluation); an earlier build of the same size took 8.7 minutes with 2 threads.
 
 What it does, all on the CPU and reproducible from `--seed`:
 1. generates reasoning-gym problems of three tasks (`TASKS`, easy difficulty settings) and writes a
    solution for each in one of two styles: worked (one line of intermediate results, then
-   `<answer>X</answer>`) or, for a `--direct-fraction` of them, a bare guess (the answer tag alone,
-   and for a `--guess-error-rate` of the guesses an answer off by 1 to 10);
+   `<answer>X</answer>`) or, for a `--direct-fraction` of them, a bare guess (the answer tag alone;
+   a `--guess-error-rate` of the guesses is off by `--guess-offset` LOW to HIGH, either sign);
 2. trains a byte-level BPE tokenizer (`tiny.train_tokenizer`) on prompts and solutions;
 3. creates a randomly initialised Qwen2 of a few million parameters;
 4. trains it with a plain PyTorch loop (AdamW, cross-entropy on response tokens only) on prompts in
@@ -26,14 +27,24 @@ What it does, all on the CPU and reproducible from `--seed`:
 Why two styles: a few-million-parameter transformer cannot add three 2-digit numbers in one token's
 worth of computation, but it can do one operation per step when the intermediate results are
 written out ("98 + 93 = 191, 191 - 77 = 114"). The demo build (`DEMO_BUILD`) learns both styles by
-imitation: half its SFT solutions are worked, half are guesses copied from a careless source (half
-of them off by a little). So the base model guesses on about half of its samples, and its guesses
-are often wrong, while its worked answers are right more often; only a reward can tell it which
-style pays. That is the situation RL with verifiable rewards is for: the base model can already
-reason but does not reliably choose to, and samples spent on guesses are wasted tries, so pass@k
-has room to rise as well as pass@1. Half of the worked solutions start with a fixed preamble
+imitation: 60% of its SFT solutions are worked, 40% are bare answers copied from an unreliable
+answer key, every one of them wrong by 11 to 40. So the base model guesses on about half of its
+samples (held out, temperature 0.6: 45% of its responses show work), and its guesses are worthless,
+while its worked answers are right about a quarter of the time; only a reward can tell it which style
+pays. That is the situation RL with verifiable rewards is for: the base model can already reason
+but does not reliably choose to, and every sample spent on a guess is a wasted try, so pass@k has
+room to rise at every k, not only pass@1. Half of the worked solutions start with a fixed preamble
 sentence that adds tokens and nothing else, so the cosine length penalty has something to remove
 that costs no accuracy (spec section 13, claim 3).
+
+Why the guesses are always wrong, and far off: an earlier build copied guesses that were right half
+the time and off by 1 to 10 otherwise. Its guesses then spread over the numbers near the answer and
+hit small answers within 8 to 16 tries, so RL that taught it to work problems out doubled pass@1
+(0.117 -> 0.242) but lowered pass@8 (0.434 -> 0.382): the coverage that guessing gave was gone.
+Measured on the committed build by prefilling the preamble (forcing the worked style, 16 samples per
+held-out prompt): pass@1 0.236, pass@8 0.512, against 0.106 and 0.360 as it samples on its own,
+so learning to work raises the ceiling at every k. (With guesses off by 11 to 40 and 60% worked
+solutions; 50% gave a base model that guessed two thirds of the time and was worse when it worked.)
 
 The held-out questions of the demo's evaluation split are excluded from the SFT data, so the
 model's held-out pass@k (before and after RL) is measured on problems it never saw.
@@ -64,7 +75,7 @@ from prorl_engine.tiny import EOS, build_tiny_model, train_tokenizer
 
 # The three RL tasks and their difficulty (reasoning-gym generator parameters). Easy settings:
 # the committed 2.4M-parameter build gets about a tenth of held-out problems right on one try
-# (pass@1 0.11, pass@8 0.41; chain_sum, with its 2-digit sums, is the hardest).
+# (pass@1 0.10, pass@8 0.36; chain_sum, with its 2-digit sums, is the hardest).
 TASKS: dict[str, dict[str, Any]] = {
     "chain_sum": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
     "basic_arithmetic": {
@@ -79,7 +90,7 @@ TASKS: dict[str, dict[str, Any]] = {
 INSTRUCTION = DataSource.instruction  # the engine's default: "\nPut your final answer inside <answer></answer> tags."
 PREAMBLE = "Let me work this out one step at a time.\n"  # verbose style: tokens that carry nothing
 # The committed demo build's recipe (the defaults of build_base_model and of the command).
-DEMO_BUILD: dict[str, Any] = {"sft_steps": 1600, "direct_fraction": 0.5, "guess_error_rate": 0.5}
+DEMO_BUILD: dict[str, Any] = {"sft_steps": 1600, "direct_fraction": 0.4, "guess_error_rate": 1.0, "guess_offset": (11, 40)}
 DEMO_TRAIN_SIZE = 2000   # training prompts per task in the demo mix
 DEMO_EVAL_SIZE = 32      # held-out prompts per task in the demo mix
 RL_SEED = 0              # the demo run's seed: its held-out split is excluded from SFT
@@ -187,7 +198,11 @@ def worked_solution(task: str, entry: dict[str, Any]) -> str:
     return ", ".join(steps) + f"\n<answer>{entry['answer']}</answer>"
 
 
-GUESS_OFFSETS = tuple(d for d in range(-10, 11) if d)
+def guess_offsets(low: int, high: int) -> tuple[int, ...]:
+    """The errors of a careless guess: every integer whose magnitude is in [low, high], either sign."""
+    if not 1 <= low <= high:
+        raise ValueError(f"guess offsets need 1 <= low <= high, got {low}..{high}")
+    return tuple(d for d in range(-high, high + 1) if low <= abs(d))
 
 
 def direct_solution(entry: dict[str, Any], offset: int = 0) -> str:
@@ -204,12 +219,12 @@ def shows_work(response: str) -> bool:
 
 def generate_problems(
     count_per_task: int, seed: int, *, direct_fraction: float = 0.0, guess_error_rate: float = 0.0,
-    verbose_fraction: float = 0.5, exclude: frozenset[str] = frozenset(),
+    guess_offset: tuple[int, int] = (1, 10), verbose_fraction: float = 0.5, exclude: frozenset[str] = frozenset(),
 ) -> list[Problem]:
     """`count_per_task` problems of every task, shuffled; questions in `exclude` are skipped.
 
     A `direct_fraction` of the solutions is the bare answer tag (the "guess" style), and a
-    `guess_error_rate` of those guesses is off by 1 to 10 (a careless source); of the worked
+    `guess_error_rate` of those guesses is off by `guess_offset` (low, high: a careless source); of the worked
     solutions, a `verbose_fraction` starts with the preamble sentence. Worked solutions are always right.
 
     Item i of a reasoning-gym dataset is drawn from Random(dataset_seed + i), so each task gets
@@ -218,6 +233,7 @@ def generate_problems(
     import reasoning_gym
 
     rng = random.Random(seed)
+    offsets = guess_offsets(*guess_offset)
     problems = []
     for index, (task, params) in enumerate(TASKS.items()):
         dataset_seed = 1_000_003 * (seed + 1) + 100_000 * index
@@ -229,7 +245,7 @@ def generate_problems(
                 continue
             if direct_fraction and rng.random() < direct_fraction:  # no draw at 0: older builds reproduce
                 careless = guess_error_rate and rng.random() < guess_error_rate
-                response = direct_solution(entry, offset=rng.choice(GUESS_OFFSETS) if careless else 0)
+                response = direct_solution(entry, offset=rng.choice(offsets) if careless else 0)
             else:
                 response = (PREAMBLE if rng.random() < verbose_fraction else "") + worked_solution(task, entry)
             problems.append(Problem(task, entry, entry["question"] + INSTRUCTION, response))
@@ -364,7 +380,8 @@ def held_out_pass_at_k(
 def build_base_model(
     out_dir: str | Path, *, seed: int = 0, sft_steps: int = DEMO_BUILD["sft_steps"], batch_size: int = 32,
     learning_rate: float = 2e-3, examples_per_task: int = 9000, direct_fraction: float = DEMO_BUILD["direct_fraction"],
-    guess_error_rate: float = DEMO_BUILD["guess_error_rate"], shape: ModelShape = ModelShape(), eval_samples: int = 8,
+    guess_error_rate: float = DEMO_BUILD["guess_error_rate"], guess_offset: tuple[int, int] = DEMO_BUILD["guess_offset"],
+    shape: ModelShape = ModelShape(), eval_samples: int = 8,
     threads: int = 2, force: bool = False, log: Callable[[str], None] = print,
 ) -> Path:
     """Train the demo's base model into `out_dir` (a save_pretrained folder) and return its path.
@@ -378,7 +395,9 @@ def build_base_model(
     from transformers import AutoModelForCausalLM
 
     out = Path(out_dir)
-    if not force and _finished_build(out, seed, sft_steps, direct_fraction, guess_error_rate):
+    recipe = {"seed": seed, "sft_steps": sft_steps, "direct_fraction": direct_fraction,
+              "guess_error_rate": guess_error_rate, "guess_offset": list(guess_offset)}
+    if not force and _finished_build(out, recipe):
         return out
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(threads)
@@ -387,7 +406,7 @@ def build_base_model(
     held_out = held_out_examples()
     exclude = frozenset(e.metadata["entry"]["question"] for e in held_out)
     problems = generate_problems(examples_per_task, seed, direct_fraction=direct_fraction,
-                                 guess_error_rate=guess_error_rate, exclude=exclude)
+                                 guess_error_rate=guess_error_rate, guess_offset=guess_offset, exclude=exclude)
     tokenizer = make_tokenizer(problems[:3000], shape.vocab_size)
     pairs = [encode_pair(tokenizer, p) for p in problems]
 
@@ -409,8 +428,7 @@ def build_base_model(
     report = held_out_pass_at_k(model, tokenizer, n=eval_samples, ks=sorted({1, eval_samples}), seed=seed)
     log("held-out " + "  ".join(f"{key} {value}" for key, value in report.items()))
     info = {
-        "seed": seed, "sft_steps": sft_steps, "direct_fraction": direct_fraction, "guess_error_rate": guess_error_rate,
-        "batch_size": batch_size, "learning_rate": learning_rate,
+        **recipe, "batch_size": batch_size, "learning_rate": learning_rate,
         "examples": len(pairs), "parameters": parameters, "shape": asdict(shape), "tasks": TASKS,
         "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
         "held_out": {"prompts": len(held_out), "samples_per_prompt": eval_samples, "temperature": 0.6,
@@ -423,13 +441,17 @@ def build_base_model(
     return out
 
 
-def _finished_build(folder: Path, seed: int, sft_steps: int, direct_fraction: float, guess_error_rate: float) -> bool:
+# What an older build_info.json may lack: the values those builds used.
+_RECIPE_DEFAULTS = {"direct_fraction": 0.0, "guess_error_rate": 0.0, "guess_offset": [1, 10]}
+
+
+def _finished_build(folder: Path, recipe: dict[str, Any]) -> bool:
+    """True when `folder` holds a finished build of exactly this recipe (seed, steps, data knobs)."""
     info_path = folder / "build_info.json"
     if not (info_path.is_file() and (folder / "config.json").is_file()):
         return False
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    built = (info.get("seed"), info.get("sft_steps"), info.get("direct_fraction", 0.0), info.get("guess_error_rate", 0.0))
-    return built == (seed, sft_steps, direct_fraction, guess_error_rate)  # older builds had no guesses
+    return all(info.get(key, _RECIPE_DEFAULTS.get(key)) == value for key, value in recipe.items())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -440,12 +462,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--direct-fraction", type=float, default=DEMO_BUILD["direct_fraction"],
                         help="share of SFT solutions that are the bare answer tag (no work shown)")
     parser.add_argument("--guess-error-rate", type=float, default=DEMO_BUILD["guess_error_rate"],
-                        help="share of those bare answers that are off by 1 to 10 (a careless source)")
+                        help="share of those bare answers that are wrong (a careless source)")
+    parser.add_argument("--guess-offset", type=int, nargs=2, metavar=("LOW", "HIGH"), default=DEMO_BUILD["guess_offset"],
+                        help="a wrong bare answer is off by LOW to HIGH, either sign")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--force", action="store_true", help="rebuild even if --out holds a finished build")
     args = parser.parse_args(argv)
     build_base_model(args.out, seed=args.seed, sft_steps=args.sft_steps, direct_fraction=args.direct_fraction,
-                     guess_error_rate=args.guess_error_rate, threads=args.threads, force=args.force)
+                     guess_error_rate=args.guess_error_rate, guess_offset=tuple(args.guess_offset),
+                     threads=args.threads, force=args.force)
     print(f"base model: {args.out}")
     return 0
 

@@ -49,6 +49,17 @@ def test_careless_guesses_are_off_by_one_to_ten_and_worked_solutions_stay_right(
     assert all(p.response.endswith(f"<answer>{p.entry['answer']}</answer>") for p in worked)
 
 
+def test_guess_offset_sets_how_far_a_careless_guess_is_off():
+    problems = basemodel.generate_problems(200, seed=0, direct_fraction=0.5, guess_error_rate=1.0, guess_offset=(11, 40))
+    guesses = [p for p in problems if p.response.startswith("<answer>")]
+    offsets = [int(p.response[len("<answer>"):-len("</answer>")]) - int(p.entry["answer"]) for p in guesses]
+    assert offsets and all(11 <= abs(d) <= 40 for d in offsets)  # every guess wrong, by 11 to 40
+    assert min(offsets) < -30 and max(offsets) > 30  # both signs, the whole range
+    assert basemodel.guess_offsets(2, 3) == (-3, -2, 2, 3)
+    with pytest.raises(ValueError, match="1 <= low <= high"):
+        basemodel.guess_offsets(5, 4)
+
+
 def test_generated_problems_are_reproducible_from_the_seed():
     first = basemodel.generate_problems(50, seed=1)
     assert first == basemodel.generate_problems(50, seed=1)
