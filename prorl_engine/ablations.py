@@ -447,9 +447,22 @@ def judge_claims(results: dict[str, RunResult], base_eval: dict[str, float], k: 
         f"{band:.3f}). "
         + ("Where pass@k falls, RL concentrated the samples on what the model answers best instead of widening what "
            "it can answer at all. " if not all(rises.values()) else "")
+        + _style_shift(base_eval, recipe)
         + "A short run on a small model: this tests direction, not the paper's scale.",
     ))
     return verdicts
+
+
+def _style_shift(base_eval: dict[str, float], recipe: Sequence[RunResult]) -> str:
+    """What the share of responses that show their work did, where it was measured: with the demo
+    model, pass@k at large k moves with it (samples spent on guesses are wasted tries)."""
+    key = "eval/all/shows_work_frac"
+    if not (_number(base_eval.get(key)) and all(_number(r.final_eval.get(key)) for r in recipe)):
+        return ""
+    after = "/".join(f"{r.final_eval[key]:.0%}" for r in recipe)
+    return (f"Responses that show their work went from {base_eval[key]:.0%} to {after}: at this scale pass@k moves "
+            "with how often the model works a problem out instead of guessing, which is not the same as solving "
+            "problems it could not solve before (the paper's reading of pass@k at large k). ")
 
 
 def pass_ks(metrics: dict[str, float]) -> list[int]:

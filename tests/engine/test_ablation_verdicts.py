@@ -47,3 +47,13 @@ def test_a_variant_inside_the_range_of_the_recipe_and_its_rerun_is_inconclusive(
     assert with_rerun.verdict == "inconclusive" and "0.300/0.220 (full/rerun)" in with_rerun.evidence
     below_both = judge_claims({**results, "rerun": run("rerun", 0.28)}, BASE, k=1)[0]
     assert below_both.verdict == "reproduced"  # 0.25 < min(0.30, 0.28) - 2 * hypot(0.0025, 0.0025)
+
+
+def test_the_pass_k_evidence_names_the_shift_from_guessing_to_working():
+    final = {"eval/all/pass@1_se": 0.01, "eval/all/pass@1": 0.2, "eval/all/pass@2": 0.3, "eval/all/pass@4": 0.4,
+             "eval/all/pass@8": 0.5, "eval/all/shows_work_frac": 0.99}
+    run = RunResult("full", {}, [{"step": 150, "tokens": 1000.0}], [], final, 1.0)
+    claim, = judge_claims({"full": run}, {**BASE, "eval/all/shows_work_frac": 0.45}, k=8)
+    assert "Responses that show their work went from 45% to 99%" in claim.evidence
+    without, = judge_claims({"full": run}, BASE, k=8)  # not measured for the base model: nothing said
+    assert "show their work" not in without.evidence
