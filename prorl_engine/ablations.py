@@ -549,7 +549,7 @@ def write_report(results: list[RunResult], base: RunConfig, config_path: Path, b
     if "rerun" in by_name:
         rerun_p1 = by_name["rerun"].final_eval.get("eval/all/pass@1", math.nan)
         full_p1 = by_name["full"].final_eval.get("eval/all/pass@1", math.nan)
-        lines += [f"Run-to-run noise first: `rerun` is the full recipe with beta 0.1% larger, a change that should not "
+        lines += [f"Run-to-run noise first: `rerun` is the full recipe with the learning rate 0.1% larger, a change that should not "
                   f"matter. It ends at pass@1 {rerun_p1:.3f} against the full recipe's {full_p1:.3f}, so differences "
                   f"of {abs(full_p1 - rerun_p1):.3f} between single runs can be noise. Below, the recipe's pass@1 is "
                   "the range of the two runs, and a variant differs from it only outside that range by more than "

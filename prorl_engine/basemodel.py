@@ -199,14 +199,14 @@ def worked_solution(task: str, entry: dict[str, Any]) -> str:
 
 
 def guess_offsets(low: int, high: int) -> tuple[int, ...]:
-    """The errors of a careless guess: every integer whose magnitude is in [low, high], either sign."""
+    """The errors of a wrong guess: every integer whose magnitude is in [low, high], either sign."""
     if not 1 <= low <= high:
         raise ValueError(f"guess offsets need 1 <= low <= high, got {low}..{high}")
     return tuple(d for d in range(-high, high + 1) if low <= abs(d))
 
 
 def direct_solution(entry: dict[str, Any], offset: int = 0) -> str:
-    """The answer with no work shown (`offset` added: a careless guess). Every demo answer is an integer."""
+    """The answer with no work shown (`offset` added: a wrong guess). Every demo answer is an integer."""
     return f"<answer>{int(entry['answer']) + offset}</answer>"
 
 
@@ -224,8 +224,9 @@ def generate_problems(
     """`count_per_task` problems of every task, shuffled; questions in `exclude` are skipped.
 
     A `direct_fraction` of the solutions is the bare answer tag (the "guess" style), and a
-    `guess_error_rate` of those guesses is off by `guess_offset` (low, high: a careless source); of the worked
-    solutions, a `verbose_fraction` starts with the preamble sentence. Worked solutions are always right.
+    `guess_error_rate` of those guesses is off by `guess_offset` (low, high; an unreliable answer
+    key); of the worked solutions, a `verbose_fraction` starts with the preamble sentence. Worked
+    solutions are always right.
 
     Item i of a reasoning-gym dataset is drawn from Random(dataset_seed + i), so each task gets
     a dataset seed far from the RL seeds (0, 1, 2, ...) and from the other tasks'.
@@ -244,8 +245,8 @@ def generate_problems(
             if entry["question"] in exclude:
                 continue
             if direct_fraction and rng.random() < direct_fraction:  # no draw at 0: older builds reproduce
-                careless = guess_error_rate and rng.random() < guess_error_rate
-                response = direct_solution(entry, offset=rng.choice(offsets) if careless else 0)
+                wrong = guess_error_rate and rng.random() < guess_error_rate
+                response = direct_solution(entry, offset=rng.choice(offsets) if wrong else 0)
             else:
                 response = (PREAMBLE if rng.random() < verbose_fraction else "") + worked_solution(task, entry)
             problems.append(Problem(task, entry, entry["question"] + INSTRUCTION, response))
@@ -462,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--direct-fraction", type=float, default=DEMO_BUILD["direct_fraction"],
                         help="share of SFT solutions that are the bare answer tag (no work shown)")
     parser.add_argument("--guess-error-rate", type=float, default=DEMO_BUILD["guess_error_rate"],
-                        help="share of those bare answers that are wrong (a careless source)")
+                        help="share of those bare answers that are wrong (an unreliable answer key)")
     parser.add_argument("--guess-offset", type=int, nargs=2, metavar=("LOW", "HIGH"), default=DEMO_BUILD["guess_offset"],
                         help="a wrong bare answer is off by LOW to HIGH, either sign")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")

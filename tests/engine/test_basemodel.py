@@ -39,7 +39,7 @@ def test_the_direct_fraction_of_solutions_is_the_bare_answer_tag():
     assert not any(p.response.startswith("<answer>") for p in basemodel.generate_problems(100, seed=0, direct_fraction=0.0))
 
 
-def test_careless_guesses_are_off_by_one_to_ten_and_worked_solutions_stay_right():
+def test_wrong_guesses_are_off_by_one_to_ten_by_default_and_worked_solutions_stay_right():
     problems = basemodel.generate_problems(300, seed=0, direct_fraction=0.5, guess_error_rate=0.5)
     guesses = [p for p in problems if p.response.startswith("<answer>")]
     offsets = [int(p.response[len("<answer>"):-len("</answer>")]) - int(p.entry["answer"]) for p in guesses]
@@ -49,7 +49,7 @@ def test_careless_guesses_are_off_by_one_to_ten_and_worked_solutions_stay_right(
     assert all(p.response.endswith(f"<answer>{p.entry['answer']}</answer>") for p in worked)
 
 
-def test_guess_offset_sets_how_far_a_careless_guess_is_off():
+def test_guess_offset_sets_how_far_a_wrong_guess_is_off():
     problems = basemodel.generate_problems(200, seed=0, direct_fraction=0.5, guess_error_rate=1.0, guess_offset=(11, 40))
     guesses = [p for p in problems if p.response.startswith("<answer>")]
     offsets = [int(p.response[len("<answer>"):-len("</answer>")]) - int(p.entry["answer"]) for p in guesses]
