@@ -576,6 +576,7 @@ def write_report(results: list[RunResult], base: RunConfig, config_path: Path, b
     lines += [f"| seed | {base.seed} |", f"| B x G | {base.prompts_per_step} x {base.samples_per_prompt} |",
               f"| T (max response tokens) | {base.max_response_tokens} |",
               f"| clip | eps_low {base.eps_low}, eps_high {base.eps_high} |",
+              f"| KL | {base.kl_estimator}, beta {base.beta} |", f"| rollout temperature | {base.temperature} |",
               f"| length penalty | on {base.on_steps} / off {base.off_steps} steps, lambda_len {base.lambda_len} |",
               f"| reset_interval | {base.reset_interval} |", f"| learning_rate | {base.learning_rate} |", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
