@@ -9,7 +9,9 @@ The seed-0 build is committed in prorl_engine/configs/demo-base (4.9 MB of bfloa
 its build_info.json); configs/demo.yaml names it as `base:prorl_engine/configs/demo-base`, so the
 engine rebuilds it there only if it is missing. The committed build took 14 minutes on the 2-core
 development machine with 1 thread, the other core busy (1,600 SFT steps of batch 32, then its
-held-out evaluation); an earlier build of the same size took 8.7 minutes with 2 threads.
+held-out evaluation); rebuilt with the defaults it came out byte for byte the same (14.7 minutes).
+Two threads are faster on an idle machine (an earlier build of the same size: 8.7 minutes) but
+need not give the same bytes (float sums may run in another order; not compared).
 
 What it does, all on the CPU and reproducible from `--seed`:
 1. generates reasoning-gym problems of three tasks (`TASKS`, easy difficulty settings) and writes a
@@ -383,13 +385,14 @@ def build_base_model(
     learning_rate: float = 2e-3, examples_per_task: int = 9000, direct_fraction: float = DEMO_BUILD["direct_fraction"],
     guess_error_rate: float = DEMO_BUILD["guess_error_rate"], guess_offset: tuple[int, int] = DEMO_BUILD["guess_offset"],
     shape: ModelShape = ModelShape(), eval_samples: int = 8,
-    threads: int = 2, force: bool = False, log: Callable[[str], None] = print,
+    threads: int = 1, force: bool = False, log: Callable[[str], None] = print,
 ) -> Path:
     """Train the demo's base model into `out_dir` (a save_pretrained folder) and return its path.
 
-    A folder that already holds a finished build with the same seed and step count is returned as
-    it is (a cache: `model_path: base:<folder>` calls this on every run), unless `force`.
-    Deterministic given `seed` and the thread count on one machine. Writes build_info.json beside
+    A folder that already holds a finished build of the same recipe (seed, steps, data knobs) is
+    returned as it is (a cache: `model_path: base:<folder>` calls this on every run), unless `force`.
+    Deterministic given `seed` and the thread count on one machine: the default (1 thread, as the
+    committed build) rebuilt the committed weights and tokenizer byte for byte. Writes build_info.json beside
     the weights: seed, steps, final loss, held-out pass@1/pass@8 per task, timings and versions.
     """
     import transformers
@@ -466,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="share of those bare answers that are wrong (an unreliable answer key)")
     parser.add_argument("--guess-offset", type=int, nargs=2, metavar=("LOW", "HIGH"), default=DEMO_BUILD["guess_offset"],
                         help="a wrong bare answer is off by LOW to HIGH, either sign")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 reproduced the committed build byte for byte)")
     parser.add_argument("--force", action="store_true", help="rebuild even if --out holds a finished build")
     args = parser.parse_args(argv)
     build_base_model(args.out, seed=args.seed, sft_steps=args.sft_steps, direct_fraction=args.direct_fraction,
