@@ -124,6 +124,19 @@ def test_a_reduced_build_is_a_loadable_save_pretrained_folder(tmp_path):
     assert (folder / "build_info.json").stat().st_mtime_ns == stamp
 
 
+def test_a_cached_build_is_reused_only_for_the_same_recipe(tmp_path):
+    recipe = {"seed": 0, "sft_steps": 1600, "direct_fraction": 0.4, "guess_error_rate": 1.0, "guess_offset": [11, 40]}
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "build_info.json").write_text(json.dumps(recipe))
+    assert basemodel._finished_build(tmp_path, recipe)
+    assert not basemodel._finished_build(tmp_path, {**recipe, "guess_offset": [1, 10]})
+    assert not basemodel._finished_build(tmp_path, {**recipe, "seed": 1})
+    # A build from before the offset knob used offsets 1 to 10 and wrote no guess_offset.
+    (tmp_path / "build_info.json").write_text(json.dumps({k: v for k, v in recipe.items() if k != "guess_offset"}))
+    assert basemodel._finished_build(tmp_path, {**recipe, "guess_offset": [1, 10]})
+    assert not basemodel._finished_build(tmp_path, recipe)
+
+
 def test_the_committed_demo_model_leaves_rl_room_to_improve():
     """Its held-out pass@1 (at build time) is well above 0 and well below 1."""
     info = json.loads((basemodel.DEMO_MODEL_DIR / "build_info.json").read_text())
