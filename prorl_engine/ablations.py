@@ -527,7 +527,7 @@ def write_report(results: list[RunResult], base: RunConfig, config_path: Path, b
         f"{_fmt(base_eval, 'eval/all/mean_length', 1)} | | |",
     ]
     for r in results:
-        changes = ", ".join(f"{key}={value}" for key, value in r.overrides.items()) or "(the recipe as configured)"
+        changes = _changes(r) or "(the recipe as configured)"
         lines.append(
             f"| {r.name} | {changes} | {r.steps} | {r.tokens:,.0f} | {r.minutes:.1f} | {_fmt(r.final_eval, 'eval/all/pass@1')} | "
             f"{_fmt(r.final_eval, f'eval/all/pass@{k}')} | {_fmt(r.final_eval, 'eval/all/mean_length', 1)} | "
@@ -549,8 +549,8 @@ def write_report(results: list[RunResult], base: RunConfig, config_path: Path, b
     if "rerun" in by_name:
         rerun_p1 = by_name["rerun"].final_eval.get("eval/all/pass@1", math.nan)
         full_p1 = by_name["full"].final_eval.get("eval/all/pass@1", math.nan)
-        lines += [f"Run-to-run noise first: `rerun` is the full recipe with the learning rate 0.1% larger, a change that should not "
-                  f"matter. It ends at pass@1 {rerun_p1:.3f} against the full recipe's {full_p1:.3f}, so differences "
+        lines += [f"Run-to-run noise first: `rerun` is the full recipe with {_changes(by_name['rerun'])}, a change that "
+                  f"should not matter. It ends at pass@1 {rerun_p1:.3f} against the full recipe's {full_p1:.3f}, so differences "
                   f"of {abs(full_p1 - rerun_p1):.3f} between single runs can be noise. Below, the recipe's pass@1 is "
                   "the range of the two runs, and a variant differs from it only outside that range by more than "
                   "two sampling standard errors.", ""]
@@ -624,6 +624,11 @@ def _fmt(metrics: dict[str, float], key: str, digits: int = 3) -> str:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _changes(result: RunResult) -> str:
+    """A variant's config overrides, as `key=value` pairs."""
+    return ", ".join(f"{key}={value}" for key, value in result.overrides.items())
 
 
 def _slug(key: str) -> str:
