@@ -1,4 +1,4 @@
-"""The recipe's math as pure functions of tensors (PRORL_SPEC.md sections 4-9, 11).
+"""The recipe's math as pure functions of tensors (PRORL_SPEC.md sections 4-9 and 7b, 11).
 
 Shapes: N groups (prompts), G samples per group, M sequences in a (mini)batch, T response tokens.
 `mask` is 1.0 on response tokens and 0.0 on padding.
@@ -50,7 +50,9 @@ def ppo_clip_loss(
         r_t = exp(log pi_theta - log pi_old)
         L_t = -min(r_t A, clip(r_t, 1 - eps_low, 1 + eps_high) A)
 
-    logp, old_logp: (M, T); advantages: (M, T) (the sequence's A on each of its tokens).
+    logp, old_logp: (M, T); advantages: (M, T) (the sequence's A on each of its tokens). old_logp
+    must be finite (the sampled token is inside pi_old's nucleus); logp may be -inf where an update
+    pushed the token out of pi_theta's nucleus: there r = 0 and the token gives no gradient.
     Returns the per-token loss (M, T) and per-token clip indicators (no grad): `clipped_low` where
     r < 1 - eps_low with A < 0 and `clipped_high` where r > 1 + eps_high with A > 0; exactly there
     the min picks the clipped term and the token's gradient is zero.
@@ -106,8 +108,42 @@ KL_ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
 
 
 def _clamped_log_ratio(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """q = clamp(log pi_ref - log pi_theta, -10, 10); the gradient flows through pi_theta."""
-    return torch.clamp(ref_logp - logp, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    """q = clamp(log pi_ref - log pi_theta, -10, 10); the gradient flows through pi_theta.
+
+    With top_p < 1 a log-prob is -inf for a token outside that policy's nucleus. Outside one
+    nucleus only, q sits at the clamp (+-10, no gradient); outside both, the two policies agree that
+    the token is impossible and q = 0 (not -inf - -inf = nan).
+    """
+    both_outside = torch.isneginf(logp) & torch.isneginf(ref_logp)
+    q = torch.where(both_outside, torch.zeros_like(logp), ref_logp - logp)
+    return torch.clamp(q, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+
+
+# --- the sampling distribution: temperature and nucleus (sections 2, 7b) ---------------------------
+
+
+def nucleus_logits(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus (top-p) truncation: the logits of the renormalised nucleus, what the sampler draws from.
+
+    The nucleus is the smallest set of most probable tokens whose probabilities sum to at least
+    top_p (never empty); every other token gets -inf, so softmax of the result renormalises the
+    kept ones. The rule and its tie-breaking are Hugging Face's TopPLogitsWarper (sort ascending,
+    drop the tokens whose cumulative probability is <= 1 - top_p), which `generate` applies after
+    dividing by the temperature: pass tempered logits. top_p >= 1 returns `logits` unchanged.
+
+    The mask is chosen without grad; the kept logits keep theirs (masked_fill sends no gradient to
+    the dropped ones). logits: (..., V) -> (..., V). Cost: a sort of the logits and its int64
+    indices, about three times the logits' memory, only when top_p < 1.
+    """
+    if top_p >= 1.0:
+        return logits
+    with torch.no_grad():
+        sorted_logits, sorted_indices = torch.sort(logits, dim=-1)            # ascending, (..., V)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        sorted_drop = cumulative <= 1.0 - top_p
+        sorted_drop[..., -1] = False                                         # the most probable token stays
+        drop = sorted_drop.scatter(-1, sorted_indices, sorted_drop)          # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -158,7 +194,10 @@ def groups_with_signal(rewards: torch.Tensor, tol: float = 1e-6) -> torch.Tensor
     """Keep-mask of the groups whose rewards spread: max(R) - min(R) > tol. (N, G) -> (N,) bool.
 
     A range test, not a mean test: a constant group of continuous rewards (all 0.5) is dropped.
+    The range is taken in float64: float32 rounding moves groups near tol across it, so callers
+    build `rewards` in float64 (casting a float32 tensor here cannot bring the lost digits back).
     """
+    rewards = rewards.to(torch.float64)
     return (rewards.max(dim=1).values - rewards.min(dim=1).values) > tol
 
 

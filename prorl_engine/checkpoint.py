@@ -7,6 +7,9 @@ plus the trainer state that makes a resumed run continue exactly.
         trainer_state.pt                                  optimizer, RNG streams, data position,
                                                           reset policy and history, step
 A checkpoint is written to a temporary folder and renamed, so a crash never leaves half of one.
+Loading is strict: a policy or reference file with a missing or unexpected tensor is refused, with
+the tensors named (a tensor tied to another, lm_head to the embeddings, is stored once and is
+not missing).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from __future__ import annotations
 import random
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_file
 
 if TYPE_CHECKING:
     from prorl_engine.trainer import Trainer
@@ -76,14 +80,15 @@ def load(trainer: Trainer, path: Path, fork: bool = False) -> None:
     """Restore a trainer from a checkpoint. For a fork (a new run started from another run's
     checkpoint with an edited config) the data position carries over only when the data mix is
     unchanged, and the reset policy's interval grid follows the new config."""
-    from prorl_engine.modeling import load_policy
-
     path = Path(path)
     if not (path / "trainer_state.pt").is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint (no trainer_state.pt)")
     state = torch.load(path / "trainer_state.pt", weights_only=False)
-    trainer.policy = load_policy(path, trainer.config.dtype, trainer.device)
-    trainer.reference.load_state_dict(load_file(path / "reference.safetensors", device=str(trainer.device)), strict=False)
+    trainer.policy = _load_policy_strict(path, trainer.config.dtype, trainer.device)
+    reference_file = path / "reference.safetensors"
+    # safetensors' load_model knows tied tensors (stored once): only real gaps are reported
+    missing, unexpected = load_model(trainer.reference, reference_file, strict=False, device=str(trainer.device))
+    _refuse_mismatch(reference_file, missing, unexpected)
     trainer.optimizer = trainer._new_optimizer()
     trainer.optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"]["torch"])
@@ -96,6 +101,37 @@ def load(trainer: Trainer, path: Path, fork: bool = False) -> None:
     trainer.reset_policy.load_state_dict(state["reset_policy"])
     trainer.reset_history = state["reset_history"]
     trainer.step = state["step"]
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint's weights file does not hold exactly the tensors of the model it is loaded into."""
+
+
+def _refuse_mismatch(weights: Path, missing: Iterable[str], unexpected: Iterable[str]) -> None:
+    """Raise CheckpointMismatch naming every missing and unexpected tensor of `weights`, if any."""
+    missing, unexpected = sorted(missing), sorted(unexpected)
+    if missing or unexpected:
+        problems = ([f"missing tensors {', '.join(missing)}"] if missing else []) + \
+                   ([f"unexpected tensors {', '.join(unexpected)}"] if unexpected else [])
+        where = f"{weights.parent.name}/{weights.name}"  # relative to the run's checkpoints folder
+        raise CheckpointMismatch(f"checkpoint {where} does not match the model: {'; '.join(problems)}")
+
+
+def _load_policy_strict(path: Path, dtype: str, device: torch.device) -> torch.nn.Module:
+    """The checkpoint's policy, as `modeling.load_policy` loads it, refused when its weights lack a
+    tensor of the architecture (transformers would initialise it at random) or hold one it has not."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from prorl_engine.modeling import DTYPES
+
+    hf_logging.disable_progress_bar()
+    model, info = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=DTYPES[dtype], local_files_only=True, output_loading_info=True)
+    single = path / "model.safetensors"
+    weights = single if single.is_file() else path / "model.safetensors.index.json"  # sharded when large
+    _refuse_mismatch(weights, info["missing_keys"], info["unexpected_keys"])
+    return model.to(device).eval()
 
 
 def prune(run_dir: Path, keep: int) -> list[tuple[int, Path]]:

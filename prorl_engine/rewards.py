@@ -25,7 +25,9 @@ class Score:
 
     @property
     def correct(self) -> bool:
-        """Full credit: what pass@k counts (continuous domains need every test/constraint met)."""
+        """Full credit, the engine's one test of "correct" (spec section 4: verifier reward >= 1, after
+        the format and truncation rules): pass@k counts it and `penalize_correct_only` shapes only
+        it. Continuous domains need every test/constraint met."""
         return self.verdict.format_ok and self.reward >= 1.0 - 1e-9
 
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from prorl_engine.algorithms import entropy_from_logits
+from prorl_engine.algorithms import entropy_from_logits, nucleus_logits
 
 
 @dataclass(frozen=True)
@@ -130,21 +130,28 @@ def pack(prompts: list[list[int]], responses: list[list[int]], pad_token_id: int
 
 
 def response_logprobs(
-    model: torch.nn.Module, batch: PackedBatch, with_entropy: bool = False, temperature: float = 1.0
+    model: torch.nn.Module, batch: PackedBatch, with_entropy: bool = False, temperature: float = 1.0, top_p: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(a_t | s_t) of every response token, (M, T); and its entropy (M, T) if asked.
 
-    pi is the distribution the rollouts were sampled from: softmax(logits / temperature). At
-    temperature 1.2 (the spec's rollout temperature) the untempered log-probs would make pi_old in
-    the PPO ratio a different policy from the one that sampled; pi_old, pi_ref and pi_theta are all
-    taken at the rollout temperature, as verl does.
+    pi is the distribution the rollouts were sampled from (PRORL_SPEC.md section 7b): the nucleus
+    of softmax(logits / temperature), renormalised, as `generate` samples with temperature and
+    top_p. At temperature 1.2 (the spec's rollout temperature) the untempered log-probs would make
+    pi_old in the PPO ratio a different policy from the one that sampled, and with top_p < 1 the
+    untruncated ones would too (every kept token is more likely than softmax says, by the mass cut
+    off); pi_old, pi_ref and pi_theta are all taken of this same distribution. A token outside a
+    policy's nucleus has log-prob -inf (the sampled token is always inside the sampler's own one);
+    the entropy is that of the truncated distribution.
 
-    Differentiable when called with grad enabled. Padding positions hold garbage: use `batch.mask`.
+    Differentiable when called with grad enabled (through the kept logits). Padding positions
+    (`batch.mask` 0) hold 0.0, so sums over the mask never meet -inf * 0.
     """
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (M, L, V)
     index = batch.positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
     logits = logits.gather(1, index).float() / temperature  # (M, T, V): only the positions that predict responses
+    logits = nucleus_logits(logits, top_p)                   # -inf outside the nucleus when top_p < 1
     logp = torch.log_softmax(logits, dim=-1).gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1)
+    logp = logp.masked_fill(batch.mask == 0, 0.0)
     entropy = None
     if with_entropy:
         with torch.no_grad():
@@ -154,11 +161,12 @@ def response_logprobs(
 
 @torch.no_grad()
 def batched_logprobs(
-    model: torch.nn.Module, batches: list[PackedBatch], device: torch.device, temperature: float = 1.0
+    model: torch.nn.Module, batches: list[PackedBatch], device: torch.device, temperature: float = 1.0, top_p: float = 1.0,
 ) -> list[torch.Tensor]:
-    """Log-probs of several packed micro-batches without grad (pi_old and pi_ref)."""
+    """Log-probs of several packed micro-batches without grad (pi_old and pi_ref), of the same
+    tempered, nucleus-truncated distribution as `response_logprobs`."""
     was_training = model.training
     model.eval()
-    out = [response_logprobs(model, b.to(device), temperature=temperature)[0].cpu() for b in batches]
+    out = [response_logprobs(model, b.to(device), temperature=temperature, top_p=top_p)[0].cpu() for b in batches]
     model.train(was_training)
     return out

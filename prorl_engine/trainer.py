@@ -186,7 +186,7 @@ class Trainer:
             stats.groups_generated += wanted
             stats.all.extend(batch)
             stats.truncated.extend(truncated)
-            rewards = torch.tensor(batch.shaped).view(wanted, config.samples_per_prompt)  # (B, G)
+            rewards = filter_rewards(batch, config.filter_on, config.samples_per_prompt)  # (B, G) float64
             keep = alg.groups_with_signal(rewards, config.filter_tol) if config.dynamic_sampling else torch.ones(wanted, dtype=torch.bool)
             stats.groups_dropped += int((~keep).sum())
             room = wanted - len(kept) // config.samples_per_prompt
@@ -209,8 +209,8 @@ class Trainer:
         lengths = torch.tensor([len(g.token_ids) for g in generations])
         if penalty_on:  # R' = R + lambda_len * eta(t)
             bonus = alg.length_penalty(lengths, config.max_response_tokens, config.eta_min, config.eta_max, config.lambda_len)
-            if config.penalize_correct_only:
-                bonus = bonus * (rewards > 0)
+            if config.penalize_correct_only:  # "correct" is Score.correct, the test pass@k counts
+                bonus = bonus * torch.tensor([s.correct for s in scores])
             rewards = rewards + bonus
         batch = Rollout(owners, [prompts[g.prompt_index] for g in generations],
                         [g.token_ids for g in generations], scores, rewards.tolist())
@@ -237,9 +237,12 @@ class Trainer:
                                    self.tokenizer.pad_token_id) for mbs in micro for idx in mbs}
         # pi_old and pi_ref on every response token, before any update (no grad)
         batches = list(packed.values())
-        tau = config.temperature  # every log-prob is of the policy that sampled: softmax(logits / tau)
-        old = dict(zip(packed, batched_logprobs(self.policy, batches, device, tau)))
-        ref = dict(zip(packed, batched_logprobs(self.reference, batches, device, tau)))
+        old = dict(zip(packed, self._logprobs(self.policy, batches)))
+        ref = dict(zip(packed, self._logprobs(self.reference, batches)))
+        for key, sequences in packed.items():  # tokens pi_old gives probability 0 leave the loss and its count
+            outside = (sequences.mask > 0) & torch.isneginf(old[key])
+            sequences.mask = sequences.mask.masked_fill(outside, 0.0)
+            old[key] = old[key].masked_fill(outside, 0.0)
 
         totals = {"entropy": 0.0, "clip_low": 0.0, "clip_high": 0.0, "approx_kl_old": 0.0, "kl_ref": 0.0, "tokens": 0.0,
                   "pg_loss": 0.0, "kl_loss": 0.0}
@@ -251,7 +254,8 @@ class Trainer:
             for idx in microbatches:
                 key = tuple(idx)
                 batch = packed[key].to(device)
-                logp, entropy = response_logprobs(self.policy, batch, with_entropy=True, temperature=tau)  # (m, T)
+                logp, entropy = response_logprobs(self.policy, batch, with_entropy=True,
+                                                  temperature=config.temperature, top_p=config.top_p)  # (m, T)
                 old_logp, ref_logp = old[key].to(device), ref[key].to(device)
                 A = advantages[idx].to(device).unsqueeze(1).expand_as(logp)                        # same A on every token
                 pg_loss, clip = alg.ppo_clip_loss(logp, old_logp, A, config.eps_low, config.eps_high)
@@ -285,6 +289,14 @@ class Trainer:
             "policy/approx_kl_old": totals["approx_kl_old"] / n, "policy/grad_norm": sum(grad_norms) / len(grad_norms),
             "loss/policy": totals["pg_loss"] / n, "loss/kl": totals["kl_loss"] / n,
         }
+
+    def _logprobs(self, model: torch.nn.Module, batches: list[PackedBatch]) -> list[torch.Tensor]:
+        """log pi of every response token (no grad), of the distribution the rollouts were sampled
+        from: softmax(logits / temperature), nucleus-truncated at top_p and renormalised (spec
+        section 7b). With top_p < 1 a token outside `model`'s nucleus has -inf; the sampled token is
+        inside the sampler's, so pi_old is finite but for float noise at the nucleus boundary (the
+        sampler's cached forward and this one round differently): such tokens leave the loss."""
+        return batched_logprobs(model, batches, self.device, self.config.temperature, self.config.top_p)
 
     # --- reference resets, evaluation, control ------------------------------------------------
     def reset_reference(self, reason: str, requested_by: str = "") -> None:
@@ -397,6 +409,18 @@ class Trainer:
                 details={"extracted": score.verdict.extracted, **score.verdict.details},
             ))
         return rows
+
+
+def filter_rewards(batch: Rollout, filter_on: str, G: int) -> torch.Tensor:
+    """The rewards dynamic sampling tests for spread, (B, G) float64 (PRORL_SPEC.md section 5).
+
+    filter_on="verifier": the verifier's reward after the format and truncation rules, before
+    length shaping (an all-wrong group that differs only by length carries no correctness signal:
+    NeMo-RL's fix #2431). filter_on="shaped": after length shaping, so groups whose only spread is
+    length are kept. Float64, as the shaping computes them: float32 moves groups near tol across it.
+    """
+    values = [s.reward for s in batch.scores] if filter_on == "verifier" else batch.shaped
+    return torch.tensor(values, dtype=torch.float64).view(-1, G)
 
 
 def _group_slice(batch: Rollout, group: int, G: int) -> Rollout:

@@ -255,6 +255,33 @@ def test_the_log_ratio_is_clamped_at_plus_minus_10_before_squaring():
     assert grad[:2].tolist() == [0.0, 0.0]
 
 
+def test_a_token_outside_both_nuclei_has_zero_log_ratio_not_nan():
+    """With top_p < 1 a log-prob is -inf outside that policy's nucleus (-inf - -inf would be nan)."""
+    inf = float("inf")
+    logp = torch.tensor([-inf, -inf, -1.0], dtype=torch.float64, requires_grad=True)
+    ref_logp = torch.tensor([-inf, -2.0, -inf], dtype=torch.float64)
+    for estimator in (alg.kl_k1, alg.kl_k2, alg.kl_k3):
+        kl = estimator(logp, ref_logp)
+        assert torch.isfinite(kl).all(), estimator
+        assert kl[0].item() == 0.0  # both policies give the token probability 0: they agree
+    # outside one nucleus only: the log-ratio sits at the clamp, q = +10 and -10, so k2 = 50
+    torch.testing.assert_close(alg.kl_k2(logp, ref_logp)[1:], torch.tensor([50.0, 50.0], dtype=torch.float64))
+    (grad,) = torch.autograd.grad(alg.kl_k2(logp, ref_logp).sum(), logp)
+    assert grad.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_ppo_clip_on_a_token_pushed_out_of_the_policys_nucleus_is_finite_with_zero_gradient():
+    """logp = -inf: r = 0, so A > 0 gives min(0, 0.8 A) = 0 and A < 0 gives the clipped -0.8 A."""
+    logp = torch.tensor([[-float("inf"), -float("inf")]], dtype=torch.float64, requires_grad=True)
+    old_logp = torch.tensor([[-1.0, -1.0]], dtype=torch.float64)
+    advantages = torch.tensor([[2.0, -2.0]], dtype=torch.float64)
+    loss, stats = alg.ppo_clip_loss(logp, old_logp, advantages, EPS_LOW, EPS_HIGH)
+    assert loss.tolist() == [[0.0, pytest.approx(1.6)]]
+    assert stats["clipped_low"].tolist() == [[0.0, 1.0]]
+    (grad,) = torch.autograd.grad(loss.sum(), logp)
+    assert grad.tolist() == [[0.0, 0.0]]
+
+
 def test_k3_is_never_negative():
     generator = torch.Generator().manual_seed(2)
     logp = -torch.rand(1000, generator=generator, dtype=torch.float64) * 30
@@ -272,6 +299,48 @@ def test_entropy_from_logits_on_hand_numbers():
     assert entropy[0, 0].item() == pytest.approx(math.log(8), abs=1e-6)
     # p = [1/4, 3/4]
     assert entropy[0, 1].item() == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), abs=1e-6)
+
+
+# --- sections 2, 7b: the nucleus the sampler draws from ------------------------------------------------
+
+def test_the_nucleus_on_hand_numbers():
+    """p = 0.5, 0.3, 0.15, 0.05. Cumulative from the least likely: 0.05, 0.2, 0.5, 1.0; tokens whose
+    cumulative mass is <= 1 - top_p leave. top_p 0.7 keeps {0.5, 0.3} -> 0.625, 0.375; top_p 0.9
+    keeps three -> p / 0.95; top_p 0.1 keeps the most likely alone; top_p 1 keeps everything."""
+    probs = torch.tensor([0.3, 0.05, 0.5, 0.15], dtype=torch.float64)  # not sorted: order must not matter
+    logits = probs.log() + 2.0                                       # any offset: softmax is the same
+    inf = float("inf")
+    cases = {
+        0.7: [math.log(0.375), -inf, math.log(0.625), -inf],
+        0.9: [math.log(0.3 / 0.95), -inf, math.log(0.5 / 0.95), math.log(0.15 / 0.95)],
+        0.1: [-inf, -inf, 0.0, -inf],
+        1.0: probs.log().tolist(),
+    }
+    for top_p, expected in cases.items():
+        logp = torch.log_softmax(alg.nucleus_logits(logits, top_p), dim=-1)
+        torch.testing.assert_close(logp, torch.tensor(expected, dtype=torch.float64), msg=f"top_p={top_p}")
+
+
+def test_the_nucleus_equals_hugging_faces_top_p_warper_on_tempered_random_logits():
+    """The sampler (`generate`) applies TopPLogitsWarper to logits / tau: the same cut, token for token."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 7, 50, generator=generator) * 3 / 1.2  # (M, T, V), tempered
+    for top_p in (0.3, 0.8, 0.95, 0.99):
+        ours = alg.nucleus_logits(logits, top_p)
+        theirs = TopPLogitsWarper(top_p)(None, logits.reshape(-1, 50)).reshape(3, 7, 50)
+        assert torch.equal(ours, theirs), top_p
+        kept = torch.isfinite(ours).sum(dim=-1)
+        assert (kept >= 1).all() and (kept < 50).any()  # the cut acts, and never empties a row
+
+
+def test_the_nucleus_passes_gradient_to_the_kept_logits_only():
+    """d log q_a / d z_j = [j = a] - q_j over the kept j (q the renormalised nucleus), 0 for the dropped."""
+    logits = torch.tensor([0.3, 0.05, 0.5, 0.15], dtype=torch.float64).log().requires_grad_(True)
+    logq = torch.log_softmax(alg.nucleus_logits(logits, 0.7), dim=-1)
+    (grad,) = torch.autograd.grad(logq[0], logits)  # token 0 (p = 0.3) is kept, q = 0.375
+    torch.testing.assert_close(grad, torch.tensor([1 - 0.375, 0.0, -0.625, 0.0], dtype=torch.float64))
 
 
 # --- section 4: cosine length penalty and its on/off schedule ---------------------------------------
@@ -341,6 +410,14 @@ def test_dynamic_sampling_drops_groups_without_spread_and_keeps_the_rest():
     keep = alg.groups_with_signal(rewards, tol=1e-6)
     assert keep.tolist() == [False, False, True, False, False, True, True]
     assert alg.groups_with_signal(rewards, tol=1e-4).tolist() == [False, False, True, False, False, True, False]
+
+
+def test_dynamic_sampling_puts_groups_near_tol_on_the_side_their_float64_spread_says():
+    """Spreads 1.001e-6 (above tol) and 0.99e-6 (below); in float32 they round to 9.83e-7 and
+    1.013e-6, and both groups would land on the wrong side."""
+    rewards = torch.tensor([[0.3, 0.3 + 1.001e-6], [0.7, 0.7 + 0.99e-6]], dtype=torch.float64)
+    assert alg.groups_with_signal(rewards, tol=1e-6).tolist() == [True, False]
+    assert alg.groups_with_signal(rewards.float(), tol=1e-6).tolist() == [False, True]  # what float32 did
 
 
 # --- section 11: pass@k ------------------------------------------------------------------------------

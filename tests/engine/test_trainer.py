@@ -240,3 +240,193 @@ def test_pruned_checkpoints_are_announced(tiny_model, tmp_path, digit_reward):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000003", "step-000004"]
     removed = [e["data"]["checkpoint_step"] for e in read_jsonl(tmp_path / "events.jsonl") if e["kind"] == "checkpoint_removed"]
     assert removed == [1, 2]
+
+
+# --- "correct" means one thing: full credit, the test pass@k counts (spec section 4) ----------------
+
+class ConstantReward:
+    domain = "logic"
+
+    def __init__(self, reward: float):
+        self.reward = reward
+
+    def verify(self, response, example):
+        return Verdict(reward=self.reward, format_ok=True, extracted=response[:20])
+
+
+@pytest.mark.parametrize("reward, shaped", [(0.5, False), (1.0, True)])
+def test_penalize_correct_only_shapes_full_credit_and_leaves_partial_credit_alone(tiny_model, tmp_path, monkeypatch,
+                                                                                  reward, shaped):
+    """A continuous reward of 0.5 is not correct (pass@k would not count it), so it is not shaped;
+    1.0 is, and every response (8 tokens at T = 8: eta = eta_min) gets lambda_len * -1."""
+    monkeypatch.setattr("prorl_engine.rewards.verifier_for", lambda domain: ConstantReward(reward))
+    trainer = Trainer(tiny_config(tiny_model, penalize_correct_only=True), tmp_path, JsonlSink(tmp_path))
+    batch, _ = trainer._generate(trainer.mix.draw(2), penalty_on=True)
+
+    assert [s.correct for s in batch.scores] == [shaped] * 8
+    bonus = [value - s.reward for value, s in zip(batch.shaped, batch.scores)]
+    if shaped:
+        from prorl_engine.algorithms import length_penalty
+
+        expected = length_penalty(torch.tensor([len(r) for r in batch.responses]), 8, -1.0, 0.0, 0.1).tolist()
+        assert bonus == pytest.approx(expected) and all(b < 0 for b in bonus)
+    else:
+        assert bonus == [0.0] * 8
+
+
+# --- dynamic sampling: float64, on the verifier's reward by default (spec section 5) ---------------
+
+def scored(rewards: list[float], lengths: list[int], shaped: list[float]):
+    """A Rollout of one prompt's responses with the given verifier rewards, lengths and shaped rewards."""
+    from prorl_engine.rewards import Score
+    from prorl_engine.trainer import Rollout
+
+    scores = [Score(r, Verdict(reward=r), truncated=False) for r in rewards]
+    return Rollout([None] * len(rewards), [[1]] * len(rewards), [[7] * n for n in lengths], scores, shaped)
+
+
+def test_an_all_wrong_group_that_differs_only_by_length_is_dropped_unless_filter_on_is_shaped():
+    """Lengths 10/200/4000/8000 at T = 8192, every answer wrong: the shaped rewards spread by 0.0999,
+    and trained on they give A = 3.07, 3.07, 1.25, -0.71, a length signal with no correctness in it."""
+    from prorl_engine import algorithms as alg
+    from prorl_engine.trainer import filter_rewards
+
+    lengths = torch.tensor([10, 200, 4000, 8000])
+    shaped = alg.length_penalty(lengths, 8192, eta_min=-1.0, eta_max=0.0, lambda_len=0.1)  # verifier reward 0 + bonus
+    group = scored([0.0] * 4, lengths.tolist(), shaped.tolist())
+
+    assert RunConfig().filter_on == "verifier"
+    assert alg.groups_with_signal(filter_rewards(group, "verifier", 4)).tolist() == [False]
+    kept = filter_rewards(group, "shaped", 4)
+    assert alg.groups_with_signal(kept).tolist() == [True]
+    advantages = alg.reinforce_pp_baseline_advantages(kept, lengths.view(1, 4))
+    torch.testing.assert_close(advantages, torch.tensor([[3.0719, 3.0664, 1.2502, -0.7056]], dtype=torch.float64),
+                               atol=1e-4, rtol=0)
+
+
+def test_the_filter_sees_float64_rewards_so_groups_near_tol_land_on_the_right_side():
+    """Spreads 1.001e-6 (> tol: kept) and 0.99e-6 (<= tol: dropped); a float32 tensor of the same
+    rewards, what the filter used to get, rounds them to 9.83e-7 and 1.013e-6: both on the wrong side."""
+    from prorl_engine import algorithms as alg
+    from prorl_engine.trainer import filter_rewards
+
+    values = [0.3, 0.3 + 1.001e-6, 0.7, 0.7 + 0.99e-6]
+    batch = scored(values, [3, 3, 3, 3], values)
+    for filter_on in ("verifier", "shaped"):
+        rewards = filter_rewards(batch, filter_on, 2)
+        assert rewards.dtype == torch.float64
+        assert alg.groups_with_signal(rewards, 1e-6).tolist() == [True, False]
+    assert alg.groups_with_signal(torch.tensor(values).view(2, 2), 1e-6).tolist() == [False, True]
+
+
+class FixedLengths:
+    """A rollout backend whose G responses per prompt have lengths 1, 3, 5 and 8 (the last truncated at T = 8)."""
+
+    def __init__(self, eos: int, token: int):
+        self.eos, self.token = eos, token
+
+    def generate(self, prompts, params):
+        from prorl_engine.rollout import Generation
+
+        out = []
+        for index in range(len(prompts)):
+            for n in (1, 3, 5, 8)[:params.n]:
+                truncated = n == params.max_new_tokens
+                out.append(Generation(index, [self.token] * (n if truncated else n - 1) + ([] if truncated else [self.eos]),
+                                      truncated))
+        return out
+
+    def sync_weights(self, model):
+        pass
+
+
+@pytest.mark.parametrize("filter_on, kept_groups, batches", [("verifier", 0, 4), ("shaped", 2, 1)])
+def test_the_step_drops_all_wrong_groups_of_different_lengths_only_when_filtering_on_the_verifier(
+        tiny_model, tmp_path, monkeypatch, filter_on, kept_groups, batches):
+    monkeypatch.setattr("prorl_engine.rewards.verifier_for", lambda domain: ConstantReward(0.0))
+    config = tiny_config(tiny_model, filter_on=filter_on, max_generation_batches=4)
+    trainer = Trainer(config, tmp_path, JsonlSink(tmp_path))
+    trainer.backend = FixedLengths(trainer.tokenizer.eos_token_id, token=5)
+
+    kept, stats = trainer._collect(penalty_on=True)
+
+    assert len(kept) == kept_groups * 4
+    assert stats.generation_batches == batches and stats.groups_dropped == 2 * batches - kept_groups
+    assert all(s.reward == 0.0 for s in stats.all.scores) and len(set(stats.all.shaped[:4])) == 4
+
+
+# --- the log-probs of the nucleus (top_p < 1) in the update -----------------------------------------
+
+def test_training_at_top_p_0_9_updates_the_policy_with_finite_metrics(tiny_model, tmp_path, digit_reward):
+    """A random tiny model's next-token distribution is flat: the nucleus drops ~10% of the
+    vocabulary at every position, so pi_theta, pi_old and pi_ref meet -inf log-probs."""
+    before = load_file(tiny_model / "model.safetensors")
+    trainer = train(tiny_config(tiny_model, steps=2, top_p=0.9), tmp_path)
+
+    after = trainer.policy.state_dict()
+    assert all(not torch.equal(tensor, after[name].cpu()) for name, tensor in before.items())
+    for row in read_jsonl(tmp_path / "metrics.jsonl"):
+        for key, value in row.items():
+            assert value is None or torch.isfinite(torch.tensor(float(value))), (row["step"], key, value)
+        assert row["policy/grad_norm"] > 0
+
+
+def test_a_token_the_trainers_pi_old_gives_probability_0_leaves_the_loss(tiny_model, tmp_path, digit_reward,
+                                                                         monkeypatch):
+    """Float noise between the sampler's cached forward and the trainer's can move a sampled token
+    just outside pi_old's nucleus (log pi_old = -inf): the ratio would be inf and the loss nan."""
+    trainer = Trainer(tiny_config(tiny_model, top_p=0.9), tmp_path, JsonlSink(tmp_path))
+    kept, _ = trainer._collect(penalty_on=False)
+    logprobs = trainer._logprobs
+
+    def pi_old_with_impossible_first_tokens(model, batches):
+        out = logprobs(model, batches)
+        if model is trainer.policy:
+            for values in out:
+                values[:, 0] = -float("inf")
+        return out
+
+    monkeypatch.setattr(trainer, "_logprobs", pi_old_with_impossible_first_tokens)
+    update = trainer._update(kept)
+
+    assert all(torch.isfinite(torch.tensor(value)) for value in update.values()), update
+    assert all(torch.isfinite(p).all() for p in trainer.policy.parameters())
+
+
+# --- strict checkpoint loading ------------------------------------------------------------------
+
+def test_an_intact_checkpoint_of_a_tied_model_loads_and_stores_the_tied_head_once(tiny_model, tmp_path, digit_reward):
+    from prorl_engine import checkpoint as ckpt
+
+    trained = train(tiny_config(tiny_model, steps=1), tmp_path / "run")
+    path = tmp_path / "run" / "checkpoints" / "step-000001"
+    assert trained.policy.config.tie_word_embeddings and "lm_head.weight" not in load_file(path / "reference.safetensors")
+
+    fresh = Trainer(tiny_config(tiny_model, steps=1), tmp_path / "other", JsonlSink(tmp_path / "other"))
+    ckpt.load(fresh, path)
+    for name, tensor in trained.reference.state_dict().items():
+        assert torch.equal(fresh.reference.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("file, remove, add, words", [
+    ("reference.safetensors", "model.layers.0.mlp.up_proj.weight", None, "missing tensors model.layers.0.mlp.up_proj.weight"),
+    ("reference.safetensors", None, "model.layers.9.extra.weight", "unexpected tensors model.layers.9.extra.weight"),
+    ("model.safetensors", "model.layers.1.self_attn.q_proj.weight", None, "missing tensors model.layers.1.self_attn.q_proj.weight"),
+])
+def test_a_checkpoint_with_a_missing_or_unexpected_tensor_is_refused_naming_it(tiny_model, tmp_path, digit_reward,
+                                                                                file, remove, add, words):
+    from safetensors.torch import save_file
+
+    from prorl_engine import checkpoint as ckpt
+
+    train(tiny_config(tiny_model, steps=1), tmp_path)
+    weights = tmp_path / "checkpoints" / "step-000001" / file
+    tensors = load_file(weights)
+    if remove:
+        del tensors[remove]
+    if add:
+        tensors[add] = torch.zeros(3)
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+    with pytest.raises(ckpt.CheckpointMismatch, match=f"step-000001/{file} does not match the model: {words}$"):
+        Trainer(tiny_config(tiny_model, steps=2), tmp_path, JsonlSink(tmp_path)).train()  # resumes from it
