@@ -13,7 +13,7 @@
       chart.dataset.metric = key;
       holder.appendChild(chart);
       const traces = data.runs.filter((run) => run.series[key]).map((run) => ({
-        name: run.name, mode: "lines", type: "scattergl", x: run.series[key].steps, y: run.series[key].values,
+        name: run.name, mode: "lines", type: "scatter", x: run.series[key].steps, y: run.series[key].values,
       }));
       Plotly.newPlot(chart, traces, {
         title: { text: key, font: { size: 13 } }, margin: { l: 50, r: 10, t: 30, b: 30 }, height: 240,

@@ -57,7 +57,9 @@
       const keys = keysFor(chart, available);
       chart.dataset.keys = JSON.stringify(keys);
       const traces = keys.map((key) => ({
-        name: key, mode: "lines", type: "scattergl",
+        // SVG traces: plotly's WebGL ones (scattergl) compile code with Function(), which the
+        // Content-Security-Policy refuses (no 'unsafe-eval'); ~CHART_POINTS points a curve draw fast in SVG.
+        name: key, mode: "lines", type: "scatter",
         x: series[key] ? series[key].steps.slice() : [], y: series[key] ? series[key].values.slice() : [],
       }));
       Plotly.react(chart, traces, layout(chart.dataset.title), { displaylogo: false, responsive: true });
@@ -92,7 +94,7 @@
         }
         if (fresh.size) {
           const added = Array.from(fresh).sort();
-          Plotly.addTraces(chart, added.map((k) => ({ name: k, mode: "lines", type: "scattergl", x: [], y: [] })));
+          Plotly.addTraces(chart, added.map((k) => ({ name: k, mode: "lines", type: "scatter", x: [], y: [] })));
           keys = keys.concat(added);
           chart.dataset.keys = JSON.stringify(keys);
         }
@@ -203,7 +205,7 @@
       if (chart.dataset.metricPrefix) continue;  // its traces grow as eval keys appear
       const keys = JSON.parse(chart.dataset.keys || "[]").filter((key) => state.parent.series[key]);
       Plotly.addTraces(chart, keys.map((key) => ({
-        name: key + " (parent #" + state.parent.run + ")", mode: "lines", type: "scattergl",
+        name: key + " (parent #" + state.parent.run + ")", mode: "lines", type: "scatter",
         line: { color: "rgba(120, 120, 120, 0.7)" }, x: state.parent.series[key].steps,
         y: state.parent.series[key].values,
       })));

@@ -42,28 +42,29 @@ def test_alice_resets_the_reference_of_her_live_run_and_sees_her_marker_on_the_k
     page.wait_for_url("**/runs/*/")
     run = Run.objects.get(name="steered live")
 
-    page.wait_for_function(f"{KL_POINTS} >= 2", timeout=240_000)
+    page.wait_for_function(f"() => {KL_POINTS} >= 2", timeout=240_000)
     # Note what the KL chart holds at the moment a marker of Alice's is first drawn on it.
     page.evaluate(WATCH_FOR_ALICES_MARKER)
     clicked_at = Run.objects.get(pk=run.pk).last_step
     # A DOM click: live charts keep the renderer of a CPU-only Chromium too busy for timely pointer clicks.
     page.locator("#reset-reference").dispatch_event("click")
-    page.wait_for_function("document.getElementById('control-message').textContent === "
+    page.wait_for_function("() => document.getElementById('control-message').textContent === "
                            "'The reference will be reset to the current policy at the next step boundary.'")
 
-    page.wait_for_function("window.alicesMarker !== null", timeout=120_000)
+    page.wait_for_function("() => window.alicesMarker !== null", timeout=120_000)
     markers, chart_step = page.evaluate("window.alicesMarker")
     reset = Event.objects.get(run=run, kind="reset")
     assert reset.data == {"reason": "manual", "requested_by": "alice"} and reset.step >= clicked_at
     assert markers == [reset.step] and chart_step <= reset.step + 1  # on the chart within one step
-    page.wait_for_function("document.querySelector('#commands .outcome').textContent.startsWith('applied at step')",
+    page.wait_for_function("() => document.querySelector('#commands .outcome').textContent"
+                           ".startsWith('applied at step')",
                            timeout=30_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "run-page-reset.png"), full_page=True)
 
     # Stop is graceful: the run saves a checkpoint of its last step, then stops.
     page.locator("#stop").dispatch_event("click")
-    page.wait_for_function("document.getElementById('status').textContent === 'stopped'", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('status').textContent === 'stopped'", timeout=60_000)
     stopped = Run.objects.get(pk=run.pk)
     assert stopped.status == RunStatus.STOPPED and stopped.last_step < 300
     assert Checkpoint.objects.filter(run=run, step=stopped.last_step).exists()

@@ -46,7 +46,7 @@ def test_alice_watches_her_runs_charts_grow_while_it_trains(live_studio, alice, 
     page.click("button[type=submit]")
 
     page.goto(live_studio.url + "/runs/new/")
-    page.wait_for_function("document.querySelector('#preview .main-svg') !== null")  # the schedule preview
+    page.wait_for_function("() => document.querySelector('#preview .main-svg') !== null")  # the schedule preview
     page.fill("#id_name", "watched")
     page.fill("#id_steps", str(STEPS))
     page.fill("#id_eval_every", "0")
@@ -56,14 +56,14 @@ def test_alice_watches_her_runs_charts_grow_while_it_trains(live_studio, alice, 
 
     # The reward chart fills from metrics.json while the run is young, then grows from the
     # websocket (the page is never reloaded) until the run is over.
-    page.wait_for_function(f"({POINTS_JS})('{REWARD_CHART}') >= 1", timeout=240_000)
+    page.wait_for_function(f"() => ({POINTS_JS})('{REWARD_CHART}') >= 1", timeout=240_000)
     seen = page.evaluate(POINTS_JS, REWARD_CHART)
     assert seen < STEPS
-    page.wait_for_function(f"({POINTS_JS})('{REWARD_CHART}') > {seen}", timeout=120_000)
-    page.wait_for_function("document.getElementById('status').textContent === 'finished'", timeout=240_000)
+    page.wait_for_function(f"() => ({POINTS_JS})('{REWARD_CHART}') > {seen}", timeout=120_000)
+    page.wait_for_function("() => document.getElementById('status').textContent === 'finished'", timeout=240_000)
     # points are drawn once per animation frame (run.js batches them), so the last one may land a
     # frame after the status message
-    page.wait_for_function(f"({POINTS_JS})('{REWARD_CHART}') === {STEPS}", timeout=30_000)
+    page.wait_for_function(f"() => ({POINTS_JS})('{REWARD_CHART}') === {STEPS}", timeout=30_000)
     assert MetricPoint.objects.filter(run=run).count() == STEPS
     assert Run.objects.get(pk=run.pk).status == RunStatus.FINISHED
 

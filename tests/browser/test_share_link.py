@@ -63,9 +63,9 @@ def test_a_share_link_shows_the_live_run_without_buttons_until_alice_revokes_it(
     context = browser.new_context(viewport={"width": 1400, "height": 1600})
     page = context.new_page()
     assert page.goto(share_url).status == 200
-    page.wait_for_function(f"({POINTS_JS})('{REWARD_CHART}') >= 1", timeout=240_000)
+    page.wait_for_function(f"() => ({POINTS_JS})('{REWARD_CHART}') >= 1", timeout=240_000)
     seen = page.evaluate(POINTS_JS, REWARD_CHART)
-    page.wait_for_function(f"({POINTS_JS})('{REWARD_CHART}') > {seen}", timeout=120_000)  # live, over the socket
+    page.wait_for_function(f"() => ({POINTS_JS})('{REWARD_CHART}') > {seen}", timeout=120_000)  # live, over the socket
     assert page.evaluate(OWN_CONTROLS_JS) == 0  # plotly's chart toolbars aside, not one button or form
     assert page.locator("#controls").count() == 0
     assert page.get_by_role("button", name=re.compile("^(Stop|Pause|Resume|Reset reference|Save checkpoint)")).count() == 0
