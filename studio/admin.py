@@ -1,6 +1,8 @@
+from django import forms
 from django.contrib import admin
 
-from studio.models import ApiToken, Checkpoint, Command, Comparison, Event, Membership, Run, Sample, ShareLink, Team
+from studio.models import (ApiToken, Checkpoint, Command, Comparison, Event, Membership, RegisteredDataset,
+                           RegisteredModel, Run, Sample, ShareLink, Team)
 
 
 @admin.register(Run)
@@ -61,3 +63,56 @@ class ApiTokenAdmin(admin.ModelAdmin):
 class ComparisonAdmin(admin.ModelAdmin):
     list_display = ("id", "owner", "status", "created_at", "finished_at")
     list_filter = ("status",)
+
+
+class RegistryEntryAdminForm(forms.ModelForm):
+    """The admin registers paths as staff do on the registry page: under PRORL_REGISTRY_ROOTS,
+    stored absolute and normalised."""
+
+    kind = "model"
+
+    def clean_path(self) -> str:
+        from studio.registry import registrable_path
+
+        typed = self.cleaned_data["path"].strip()
+        if self.instance.pk is not None and typed == self.instance.path:
+            return typed  # unchanged (an upload's path lies outside the registry roots)
+        path = registrable_path(self.current_user, self.kind, typed)
+        if path is None:
+            raise forms.ValidationError("no such path under the registry roots (PRORL_REGISTRY_ROOTS)")
+        return path
+
+
+class RegisteredModelAdminForm(RegistryEntryAdminForm):
+    class Meta:
+        model = RegisteredModel
+        fields = "__all__"
+
+
+class RegisteredDatasetAdminForm(RegistryEntryAdminForm):
+    kind = "data"
+
+    class Meta:
+        model = RegisteredDataset
+        fields = "__all__"
+
+
+class RegistryEntryAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "team", "path", "created_at")
+    search_fields = ("name", "path", "owner__username")
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        form.current_user = request.user
+        return form
+
+
+@admin.register(RegisteredModel)
+class RegisteredModelAdmin(RegistryEntryAdmin):
+    form = RegisteredModelAdminForm
+
+
+@admin.register(RegisteredDataset)
+class RegisteredDatasetAdmin(RegistryEntryAdmin):
+    form = RegisteredDatasetAdminForm
+    list_display = ("name", "domain", "owner", "team", "uploaded", "path", "created_at")

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from studio.forms import RunForm, initial_from_config
 from studio.launch import launch_run
 from studio.models import Checkpoint, MetricPoint, Run
+from studio.params import answers_bad_parameters, optional_id_param
 from studio.permissions import can_fork_run, can_view_run
 from studio.series import chart_data
 
@@ -33,6 +34,7 @@ class ForkForm(RunForm):
     """The run form plus the checkpoint to start from; the fork must train past that step."""
 
     def __init__(self, *args: Any, checkpoints: QuerySet[Checkpoint], **kwargs: Any):
+        """`user` and `fork_parent` (RunForm): the fork may keep its parent's base model and data."""
         super().__init__(*args, **kwargs)
         self.fields["checkpoint"] = CheckpointChoice(
             queryset=checkpoints, empty_label=None,
@@ -57,21 +59,22 @@ def _forkable_run(request: HttpRequest, run_id: int) -> Run:
 
 @require_http_methods(["GET", "POST"])
 @login_required
+@answers_bad_parameters(json_body=False)
 def run_fork(request: HttpRequest, run_id: int) -> HttpResponse:
     parent = _forkable_run(request, run_id)
     if not can_fork_run(request.user, parent):
         return HttpResponse("You may see this run but not fork it.", status=403, content_type="text/plain")
     checkpoints = parent.checkpoints.order_by("-step")
     if request.method == "GET":
-        raw = request.GET.get("checkpoint", "")
-        chosen = (checkpoints.filter(pk=int(raw)).first() if raw.isdigit() else None) or checkpoints.first()
+        chosen_id = optional_id_param(request.GET, "checkpoint")
+        chosen = (checkpoints.filter(pk=chosen_id).first() if chosen_id else None) or checkpoints.first()
         if chosen is None:
             return render(request, "studio/fork.html", {"parent": parent, "form": None}, status=409)
         initial = {"name": f"{parent.name} (fork @ step {chosen.step})", **initial_from_config(parent.config),
                    "checkpoint": chosen.pk}
-        return render(request, "studio/fork.html", {"parent": parent, "form": ForkForm(initial=initial,
-                                                                                     checkpoints=checkpoints)})
-    form = ForkForm(request.POST, checkpoints=checkpoints)
+        form = ForkForm(initial=initial, checkpoints=checkpoints, user=request.user, fork_parent=parent)
+        return render(request, "studio/fork.html", {"parent": parent, "form": form})
+    form = ForkForm(request.POST, checkpoints=checkpoints, user=request.user, fork_parent=parent)
     if not form.is_valid() or form.config is None:
         return render(request, "studio/fork.html", {"parent": parent, "form": form}, status=400)
     run = launch_run(request.user, form.cleaned_data["name"], form.config,

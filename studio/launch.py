@@ -7,6 +7,7 @@ from django.db import transaction
 
 from prorl_engine.config import RunConfig
 from studio.models import Checkpoint, Run
+from studio.paths import path_policy_for
 
 
 def launch_run(owner: AbstractBaseUser, name: str, config: RunConfig, cloned_from: Run | None = None,
@@ -15,8 +16,13 @@ def launch_run(owner: AbstractBaseUser, name: str, config: RunConfig, cloned_fro
 
     With `parent_checkpoint` the run is a fork: it starts from that checkpoint (weights, reference,
     optimizer, step, reset history) and its steps continue the parent's from the checkpoint's step.
+    Raises ConfigError when the config names a path `owner` may not use (studio.paths): no route
+    stores such a run, whatever it validated before.
     """
     from worker.tasks import train_run
+
+    fork_parent = parent_checkpoint.run if parent_checkpoint is not None else None
+    config.validate(path_policy=path_policy_for(owner, fork_parent=fork_parent))
 
     fork = {}
     if parent_checkpoint is not None:

@@ -14,6 +14,8 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from prorl_engine.data.example import DOMAINS
+
 
 class RunStatus(models.TextChoices):
     QUEUED = "queued"
@@ -119,20 +121,6 @@ class Event(models.Model):
 
     def as_payload(self) -> dict:
         return {"id": self.pk, "step": self.step, "kind": self.kind, "data": self.data, "time": self.time}
-
-    @property
-    def shared_data(self) -> dict:
-        """`data` as a share link's viewer sees it (see `shared_payload`)."""
-        return shared_payload(self.as_payload())["data"]
-
-
-SERVER_ONLY_EVENT_FIELDS = frozenset({"path"})  # where files lie on the studio's machines
-
-
-def shared_payload(event: dict) -> dict:
-    """An event payload for a share link's viewer: without server file paths (checkpoint folders).
-    Share links show a run's progress to people outside the team, not the studio's file system."""
-    return {**event, "data": {k: v for k, v in event["data"].items() if k not in SERVER_ONLY_EVENT_FIELDS}}
 
 
 class Sample(models.Model):
@@ -298,3 +286,43 @@ class Comparison(models.Model):
     @property
     def is_done(self) -> bool:
         return self.status in (self.Status.FINISHED, self.Status.FAILED)
+
+
+# --- the registry: models and data sets people may train from (rules in studio/paths.py) ----------
+
+class RegistryEntry(models.Model):
+    """A named model folder or data file on the studio's machines. Its owner, staff and every member
+    of its team may start runs from it; nobody else learns that it exists."""
+
+    name = models.CharField(max_length=100)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="%(class)ss")
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="%(class)ss",
+                             help_text="Whose members may use it too; empty: only its owner (and staff).")
+    path = models.CharField(max_length=1000, help_text="Absolute, normalised path on the workers.")
+    description = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="%(class)s_owner_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RegisteredModel(RegistryEntry):
+    """A save_pretrained folder (weights and tokenizer) a run may start from: its `model_path`."""
+
+
+class RegisteredDataset(RegistryEntry):
+    """A JSONL or Parquet file of records (prorl_engine/verifiers/README.md): a `file` data source."""
+
+    domain = models.CharField(max_length=16, choices=[(domain, domain) for domain in DOMAINS],
+                              help_text="The verifier that scores its records.")
+    uploaded = models.BooleanField(default=False, help_text="The studio keeps the file, under UPLOADS_DIR.")
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+
+    def data_source(self) -> dict:
+        """The data-mix entry that trains on this file."""
+        return {"task": self.name, "source": "file", "path": self.path, "domain": self.domain}

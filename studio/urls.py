@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from studio import compare, control, forks, overlay, views
-from studio import api, sharing, teams
+from studio import api, registry, sharing, teams
 
 urlpatterns = [
     path("", views.run_list, name="run-list"),
@@ -37,6 +37,10 @@ urlpatterns = [
     path("runs/<int:run_id>/share-links/<int:link_id>/revoke/", sharing.share_link_revoke, name="share-link-revoke"),
     path("s/<str:token>/", sharing.share_detail, name="share-detail"),
     path("s/<str:token>/metrics.json", sharing.share_metrics, name="share-metrics"),
+    # the registry of models and data sets runs may use (studio/registry.py)
+    path("registry/", registry.registry_list, name="registry-list"),
+    path("registry/upload/", registry.registry_upload, name="registry-upload"),
+    path("registry/register/", registry.registry_register, name="registry-register"),
     path("teams/", teams.team_list, name="team-list"),
     path("teams/new/", teams.team_create, name="team-create"),
     path("teams/<int:team_id>/", teams.team_detail, name="team-detail"),
@@ -55,3 +59,6 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
 ]
+
+# Missing and forbidden look the same, with DEBUG on or off (studio.middleware).
+handler404 = "studio.middleware.page_not_found"

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from studio.models import Event, Run, RunStatus
+from studio.permissions import can_fork_run
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
@@ -66,13 +67,18 @@ def _train(run: Run) -> str:
     import torch
 
     from prorl_engine.config import ConfigError, RunConfig
+    from prorl_engine.modeling import MODEL_BUILDERS
     from prorl_engine.trainer import Trainer
+    from studio.paths import run_path_policy
     from worker.sink import StudioControl, StudioSink
 
     torch.set_num_threads(settings.WORKER_TORCH_THREADS)
     sink = StudioSink(run)
     try:
-        config = RunConfig.from_dict(run.config)
+        # The owner's path rules, again, on this machine's disk: a config stored by any route (an
+        # admin edit, an old row, a route that forgot to ask) trains only from what the owner may use.
+        policy = run_path_policy(run)
+        config = policy.resolve(RunConfig.from_dict(run.config, path_policy=policy), MODEL_BUILDERS)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         Trainer(config, run.run_dir, sink, StudioControl(run), fork_from=_fork_source(run, sink)).train()
     except ConfigError as exc:
@@ -100,6 +106,8 @@ def _fork_source(run: Run, sink) -> str | None:
         return None
     if run.parent_checkpoint_id is None:
         raise ValueError("the checkpoint this fork starts from no longer exists (its run was deleted)")
+    if not can_fork_run(run.owner, run.parent_checkpoint.run):
+        raise ValueError(f"{run.owner.get_username()} may no longer fork the run this fork starts from")
     if checkpoint.latest(run.run_dir) is None and run.last_step > run.fork_step:
         sink.rewind(run.fork_step)  # an attempt died before the fork's first checkpoint: start over
     return run.parent_checkpoint.path

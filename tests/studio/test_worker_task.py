@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from prorl_engine.paths import MODEL_REFUSED
 from studio.models import Event, Run, RunStatus
 from worker.tasks import Claim, claim_run, train_run
 
@@ -38,5 +39,5 @@ def test_a_run_that_fails_shows_its_error(alices_run):
     Run.objects.filter(pk=alices_run.pk).update(config={**alices_run.config, "model_path": "/nonexistent/model"})
     assert train_run.apply(args=[alices_run.pk]).get() == "failed"
     run = Run.objects.get(pk=alices_run.pk)
-    assert run.status == RunStatus.FAILED and "/nonexistent/model is not a save_pretrained folder" in run.error
+    assert run.status == RunStatus.FAILED and f"model_path: {MODEL_REFUSED}" in run.error  # the worker's path rules
     assert Event.objects.filter(run=run, kind="status", data__status="failed").exists()
