@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -111,6 +112,50 @@ def test_a_hostile_response_is_checked_in_linear_time(verifier, hostile):
     verdict = verifier.verify(hostile, example)
     assert verdict.details["total"] == len(CONSTRAINTS)
     assert time.monotonic() - started < 3.0
+
+
+HOSTILE = {  # each about 64k to 1 MB; a quadratic check takes seconds to minutes on them
+    "64k newlines": "\n" * 65_536,
+    "1 MB of tabs and newlines": "\t\n" * 500_000,
+    "1 MB of indented lines": (" " * 60 + "\n") * 16_000,
+    "1 MB of spaces, then a letter": " " * 1_000_000 + "p",
+    "1 MB of bullet-like lines": "* \n- \n" * 170_000,
+    "1 MB of words and sentences": "Salt and light. " * 62_500,
+    "1 MB of markup": "**<<[*P. S. SECTION 1 ***" * 40_000,
+    "1 MB of letters": "a" * 1_000_000,
+}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("instruction", sorted(CONSTRAINTS))
+def test_every_constraint_takes_linear_time_on_hostile_input(instruction):
+    check, kwargs = CONSTRAINTS[instruction], case_kwargs(instruction)
+    check("warm up: langdetect loads its profiles on first use", **kwargs)
+    for name, text in HOSTILE.items():
+        started = time.monotonic()
+        check(text, **kwargs)
+        assert time.monotonic() - started < 2.0, name
+
+
+@pytest.mark.parametrize("text", [
+    "Benefits:\n* sleep\n* mood\n- health",
+    "  * indented\n\t- tabbed\n**bold** is no bullet\n*** rule\n-dash",
+    "\n\n\n* after blank lines\n\n- and between them\n",
+    "No bullets at all.\nJust lines * with stars - and dashes.",
+    "* one\r\n* two\r\n",
+])
+def test_bullets_are_counted_as_ifeval_s_own_patterns_count_them(text):
+    ifeval = len(re.findall(r"^\s*\*[^\*].*$", text, flags=re.MULTILINE)) + len(re.findall(r"^\s*-.*$", text, flags=re.MULTILINE))
+    assert CONSTRAINTS["detectable_format:number_bullet_lists"](text, num_bullets=ifeval)
+    assert not CONSTRAINTS["detectable_format:number_bullet_lists"](text, num_bullets=ifeval + 1)
+
+
+def test_a_megabyte_of_english_is_still_english():
+    text = ENGLISH + " " + "The farmer counts the sheep in the field before the evening rain. " * 15_000
+    started = time.monotonic()
+    assert CONSTRAINTS["language:response_language"](text, language="en")
+    assert CONSTRAINTS["change_case:english_lowercase"](text.lower())
+    assert time.monotonic() - started < 1.0
 
 
 def case_kwargs(instruction: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import json
 import time
 
@@ -10,6 +11,8 @@ import reasoning_gym
 
 from prorl_engine.data.example import Example
 from prorl_engine.verifiers.logic import LogicVerifier
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="the scorers run only in bubblewrap (scripts/install_system.sh)")
 
 
 def puzzle(task: str = "leg_counting", seed: int = 3, entry_form: str = "entry") -> Example:

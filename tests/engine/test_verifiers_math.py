@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,6 +11,8 @@ import pytest
 from prorl_engine.data.example import Example
 from prorl_engine.verifiers.equivalence import MathJudge
 from prorl_engine.verifiers.math import MathVerifier
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="the scorers run only in bubblewrap (scripts/install_system.sh)")
 
 
 def problem(answer: str) -> Example:

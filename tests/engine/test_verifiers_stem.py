@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from prorl_engine.data.example import Example
 from prorl_engine.verifiers.equivalence import MathJudge
 from prorl_engine.verifiers.stem import StemVerifier
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="the scorers run only in bubblewrap (scripts/install_system.sh)")
 
 CHOICES = ["Volt", "Ampere", "Coulomb", "Ohm"]
 
