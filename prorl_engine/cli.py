@@ -13,9 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from prorl_engine.config import ConfigError, DataSource, RunConfig
+from prorl_engine.config import ConfigError, DataSource, RunConfig, parse_yaml, values_from_yaml
 from prorl_engine.data.example import DOMAINS
 from prorl_engine.events import Event, FanoutSink, JsonlSink, Sample
 
@@ -56,7 +54,7 @@ def parse_overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError([(pair, "--set needs key=value")])
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = parse_yaml(value, key.strip())
     return overrides
 
 
@@ -72,7 +70,7 @@ def run_training(config: RunConfig, run_dir: Path, fork_from: str | None = None)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+    raw = values_from_yaml(Path(args.config).read_text(encoding="utf-8"))
     config = RunConfig.from_dict({**raw, **parse_overrides(args.set)})
     run_dir = Path(args.out)
     if (run_dir / "config.yaml").exists():

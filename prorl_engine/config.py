@@ -4,11 +4,17 @@ Each field carries its group (the studio form's section) and a one-line help tex
 same text the form shows. Names in backticks in the spec are used verbatim. `RunConfig.from_dict`
 and `RunConfig.from_yaml` validate; an invalid config raises one `ConfigError` that lists every
 problem as (field, message), before anything runs.
+
+Configs come from people who may be hostile (the studio's users): every number has a range with its
+reason (`BOUNDS`, `SOURCE_BOUNDS`), every text a length and no NUL, a data source's params are
+small JSON-like data, the whole config stores in at most MAX_CONFIG_CHARS, and YAML is read with
+limits on size, depth and aliases (`parse_yaml`, prorl_engine/safeyaml.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,16 +22,95 @@ from typing import Any
 
 import yaml
 
+from prorl_engine import safeyaml
+from prorl_engine.paths import DATA_REFUSED, MODEL_REFUSED, PathPolicy
+
 GROUPS = (
     "model", "data", "rollout", "algorithm", "length_penalty", "reset", "evaluation", "checkpointing",
 )
 ADVANTAGE_ESTIMATORS = ("reinforce_pp_baseline", "grpo")
 LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_mean")
 KL_ESTIMATORS = ("k1", "k2", "k3")
+FILTER_ON = ("verifier", "shaped")  # which reward dynamic sampling tests (PRORL_SPEC.md section 5)
 ROLLOUT_BACKENDS = ("hf",)  # the vLLM backend (GPU) will implement rollout.RolloutBackend
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
 SOURCE_KINDS = ("reasoning_gym", "file")
+
+# --- bounds: what a machine can hold and what is sane, each with its reason ---------------------
+MAX_STEPS = 1_000_000  # v2 ran 3,000 steps; 10^6 keeps step numbers far inside 32-bit database columns
+MAX_TOKENS = 131_072  # 128k tokens: the longest context window of current open models
+MAX_RESPONSES_PER_STEP = 65_536  # 16x v1's 256 x 16: every response of a step is held until its update
+MAX_TOKENS_PER_STEP = 2**30  # responses x (prompt + response) tokens: ids, log-probs and masks are held at once
+MAX_TEXT_CHARS = 4_096  # Linux's PATH_MAX for paths; names and instructions are shorter still
+MAX_TASK_CHARS = 200  # reasoning-gym task names are under 40 characters
+MAX_SOURCES = 256
+_SOURCES_WHY = "v1 mixed 96 reasoning-gym tasks and four other domains"
+MAX_PARAMS_VALUES = 1_000  # a generator's params are a handful of numbers and short lists
+MAX_PARAMS_DEPTH = 8
+MAX_EVAL_K = 32  # values of k in eval_k
+MAX_CONFIG_CHARS = 131_072  # a config's YAML text and its stored JSON: the v1 recipe's mix takes under 10k
+YAML_LIMITS = safeyaml.Limits(max_chars=MAX_CONFIG_CHARS)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The closed range [low, high] a number must lie in, and why (the reason is in the message)."""
+
+    low: float
+    high: float
+    why: str
+
+
+_STEP_COUNT = f"a run has at most {MAX_STEPS:,} steps"
+_REWARD = "verifier rewards lie in [0, 1]"
+_SAMPLING_T = "above 10 sampling is close to uniform over the vocabulary"
+BOUNDS: dict[str, Bound] = {
+    "seed": Bound(0, 2**32 - 1, "numpy's seeds are 0 to 2^32 - 1"),
+    "max_prompt_tokens": Bound(1, MAX_TOKENS, "128k tokens is the longest context of current open models"),
+    "steps": Bound(1, MAX_STEPS, "v2 ran 3,000; 10^6 keeps step numbers inside the database's integer columns"),
+    "prompts_per_step": Bound(1, 4_096, "16x v1's 256; every response of a step is held until its update"),
+    "samples_per_prompt": Bound(2, 1_024, "4x the 256 samples of the pass@k boundary study"),
+    "max_response_tokens": Bound(1, MAX_TOKENS, "128k tokens is the longest context of current open models"),
+    "temperature": Bound(0, 10, _SAMPLING_T),
+    "top_p": Bound(0, 1, "a probability mass"),
+    "rollout_batch_size": Bound(1, 4_096, "sequences generated at once are held in memory together"),
+    "truncated_reward": Bound(-1, 1, _REWARD),
+    "format_penalty": Bound(-1, 1, _REWARD),
+    "updates_per_step": Bound(2, 1_024, "v1 made 4; each update is a pass over one minibatch"),
+    "micro_batch_size": Bound(1, 4_096, "sequences in one forward pass are held in memory together"),
+    "eps_low": Bound(0, 1, "ratios are positive: a lower clip of 1 - eps_low <= 0 never acts"),
+    "eps_high": Bound(0, 10, "v1 used 0.4; an upper clip of 1 + 10 never acts"),
+    "beta": Bound(0, 10, "v2 uses 1e-4; above 10 the KL term drowns the policy loss"),
+    "learning_rate": Bound(0, 1, "AdamW steps that large destroy any model (the recipe uses about 1e-6)"),
+    "weight_decay": Bound(0, 1, "AdamW shrinks the weights by lr * weight_decay of themselves per update"),
+    "max_grad_norm": Bound(0, 10_000, "gradients are clipped to this norm; above 10^4 the clip never acts"),
+    "filter_tol": Bound(0, 1, f"{_REWARD}: a tolerance of 1 drops every group"),
+    "max_generation_batches": Bound(0, 1_024, "each batch is a whole rollout; 0 = no limit"),
+    "eta_min": Bound(-10, 10, "eta weighs length beside rewards in [0, 1]"),
+    "eta_max": Bound(-10, 10, "eta weighs length beside rewards in [0, 1]"),
+    "lambda_len": Bound(0, 10, "the penalty's weight beside rewards in [0, 1]"),
+    "on_steps": Bound(0, MAX_STEPS, _STEP_COUNT),
+    "off_steps": Bound(0, MAX_STEPS, _STEP_COUNT),
+    "length_penalty_start": Bound(0, MAX_STEPS, _STEP_COUNT),
+    "reset_interval": Bound(1, MAX_STEPS, _STEP_COUNT),
+    "kl_reset_threshold": Bound(0, 100, "the clamped k2 estimate never exceeds 50"),
+    "kl_window": Bound(1, MAX_STEPS, _STEP_COUNT),
+    "reset_patience": Bound(1, MAX_STEPS, _STEP_COUNT),
+    "eval_every": Bound(0, MAX_STEPS, _STEP_COUNT),
+    "eval_samples": Bound(1, 1_024, "4x the 256 samples of the pass@k boundary study"),
+    "eval_temperature": Bound(0, 10, _SAMPLING_T),
+    "eval_top_p": Bound(0, 1, "a probability mass"),
+    "eval_prompts": Bound(1, 10_000, "each is answered eval_samples times at every evaluation"),
+    "checkpoint_every": Bound(1, MAX_STEPS, _STEP_COUNT),
+    "keep_checkpoints": Bound(0, 10_000, "each is a full copy of the model on disk; 0 = keep all"),
+    "samples_per_step_logged": Bound(0, 1_024, "rows written to the database at every step"),
+}
+SOURCE_BOUNDS: dict[str, Bound] = {
+    "weight": Bound(0, 1e6, "weights are relative: a ratio over 10^6 never draws the other source"),
+    "size": Bound(1, 1_000_000, "7x v1's whole training set of 136K problems; each item is made when the run starts"),
+    "eval_size": Bound(0, 100_000, "held-out items are made when the run starts, like the training items"),
+}
 
 
 class ConfigError(ValueError):
@@ -34,6 +119,27 @@ class ConfigError(ValueError):
     def __init__(self, errors: list[tuple[str, str]]):
         self.errors = errors
         super().__init__("; ".join(f"{name}: {message}" for name, message in errors))
+
+
+def parse_yaml(text: str, field: str = "config") -> Any:
+    """YAML that a person wrote, read with YAML_LIMITS (prorl_engine.safeyaml): plain data, or one
+    ConfigError on `field` saying which limit was hit or where the text is not YAML."""
+    try:
+        return safeyaml.load(text, YAML_LIMITS)
+    except safeyaml.YamlLimitError as exc:
+        raise ConfigError([(field, f"refused: {exc}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([(field, f"not valid YAML: {exc}")]) from None
+
+
+def values_from_yaml(text: str) -> dict[str, Any]:
+    """A config's YAML text as its field values (empty text: no values), read by `parse_yaml`."""
+    values = parse_yaml(text)
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError([("config", "must be a mapping of field names to values")])
+    return values
 
 
 def _field(default: Any, group: str, help: str, *, choices: tuple[str, ...] = (), kind: str = ""):
@@ -70,7 +176,8 @@ class RunConfig:
 
     # --- model ---------------------------------------------------------------------------------
     model_path: str = _field("", "model", "Local save_pretrained folder of the base policy (weights and tokenizer); "
-                             "tiny:<folder> or base:<folder> builds the project's own model there on first use.")
+                             "tiny:<folder> or base:<folder> builds the project's own model there on first use. In the studio: a "
+                             "registered model, a checkpoint of a run you may fork, or a folder under the allowed model roots.")
     dtype: str = _field("float32", "model", "Parameter dtype for training and rollout.", choices=DTYPES)
     device: str = _field("auto", "model", "Where to train: auto picks CUDA when present, else the CPU.", choices=DEVICES)
     seed: int = _field(0, "model", "Seed for data order, sampling and initialisation; a run is reproducible from it.")
@@ -109,6 +216,9 @@ class RunConfig:
     max_grad_norm: float = _field(1.0, "algorithm", "Gradient clipping by global norm.")
     dynamic_sampling: bool = _field(True, "algorithm", "Drop groups whose rewards have no spread and refill the batch (DAPO).")
     filter_tol: float = _field(1e-6, "algorithm", "A group is dropped when max(R) - min(R) <= filter_tol.")
+    filter_on: str = _field("verifier", "algorithm", "Reward the filter tests: verifier (before length shaping) drops groups "
+                            "differing only by length, giving up their brevity signal; shaped keeps them, so all-wrong "
+                            "groups train on length alone.", choices=FILTER_ON)
     max_generation_batches: int = _field(4, "algorithm", "Prompt batches generated per step at most to fill B kept groups (0 = no limit).")
 
     # --- length penalty ------------------------------------------------------------------------
@@ -119,7 +229,7 @@ class RunConfig:
     on_steps: int = _field(100, "length_penalty", "Steps the penalty is on in each cycle (blog example: 100).")
     off_steps: int = _field(500, "length_penalty", "Steps the penalty is off in each cycle (blog example: 500).")
     length_penalty_start: int = _field(0, "length_penalty", "Offset: the first on-window starts at step start + 1.")
-    penalize_correct_only: bool = _field(False, "length_penalty", "Shape only responses whose verifier reward is positive.")
+    penalize_correct_only: bool = _field(False, "length_penalty", "Shape only correct responses (verifier reward >= 1, the test pass@k counts).")
 
     # --- reset ---------------------------------------------------------------------------------
     reset_interval: int | None = _field(200, "reset", "Reset the reference to the policy every this many steps (v2: 200-500); empty = never.", kind="optional_int")
@@ -143,12 +253,14 @@ class RunConfig:
 
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, values: dict[str, Any], *, check_paths: bool = True) -> RunConfig:
-        """Build and validate a config; unknown keys and wrong types are errors too."""
+    def from_dict(cls, values: dict[str, Any], *, check_paths: bool = True,
+                  path_policy: PathPolicy | None = None) -> RunConfig:
+        """Build and validate a config; unknown keys and wrong types are errors too.
+        `path_policy`: see `validate`."""
         if not isinstance(values, dict):
             raise ConfigError([("config", "must be a mapping of field names to values")])
         known = {f.name: f for f in dataclasses.fields(cls)}
-        errors = [(name, "unknown field") for name in values if name not in known]
+        errors = [(_shown_name(name), "unknown field") for name in values if name not in known]
         kwargs = {}
         for name, value in values.items():
             if name in known:
@@ -158,7 +270,7 @@ class RunConfig:
                     errors.append((name, str(exc)))
         config = cls(**kwargs)  # fields refused above keep their defaults for the checks below
         try:
-            config.validate(check_paths=check_paths)
+            config.validate(check_paths=check_paths, path_policy=path_policy)
         except ConfigError as exc:  # report every problem at once, not only the first kind
             refused = {name for name, _ in errors}
             errors.extend((name, message) for name, message in exc.errors if name not in refused)
@@ -167,16 +279,12 @@ class RunConfig:
         return config
 
     @classmethod
-    def from_yaml(cls, text: str, *, check_paths: bool = True) -> RunConfig:
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError([("config", f"not valid YAML: {exc}")]) from exc
-        return cls.from_dict(values, check_paths=check_paths)
+    def from_yaml(cls, text: str, *, check_paths: bool = True, path_policy: PathPolicy | None = None) -> RunConfig:
+        return cls.from_dict(values_from_yaml(text), check_paths=check_paths, path_policy=path_policy)
 
     @classmethod
-    def load(cls, path: str | Path, *, check_paths: bool = True) -> RunConfig:
-        return cls.from_yaml(Path(path).read_text(encoding="utf-8"), check_paths=check_paths)
+    def load(cls, path: str | Path, *, check_paths: bool = True, path_policy: PathPolicy | None = None) -> RunConfig:
+        return cls.from_yaml(Path(path).read_text(encoding="utf-8"), check_paths=check_paths, path_policy=path_policy)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -205,8 +313,14 @@ class RunConfig:
         return [DataSource(**source) for source in self.data]
 
     # ------------------------------------------------------------------------------------------
-    def validate(self, *, check_paths: bool = True) -> None:
-        """Refuse nonsense before anything runs. Raises one ConfigError listing every problem."""
+    def validate(self, *, check_paths: bool = True, path_policy: PathPolicy | None = None) -> None:
+        """Refuse nonsense before anything runs. Raises one ConfigError listing every problem.
+
+        `check_paths`: look on this machine's disk for the model folder and data files (and read the
+        model's context window). `path_policy`: the run is for someone else (the studio): model and
+        data paths must be ones the policy lets that person use (prorl_engine/paths.py); None, for a
+        person at a terminal, allows any path.
+        """
         errors: list[tuple[str, str]] = []
 
         def need(condition: bool, name: str, message: str) -> None:
@@ -218,17 +332,13 @@ class RunConfig:
             if spec.choices:
                 need(value in spec.choices, spec.name, f"must be one of {', '.join(spec.choices)}, not {value!r}")
 
-        need(bool(self.model_path), "model_path", "is required: a local save_pretrained folder")
-        builder = self.model_path.split(":", 1)[0] if ":" in self.model_path else None
-        if builder is not None:
-            from prorl_engine.modeling import MODEL_BUILDERS
-
-            need(builder in MODEL_BUILDERS, "model_path",
-                 f"unknown model builder {builder!r} (known: {', '.join(sorted(MODEL_BUILDERS))})")
-        elif self.model_path and check_paths:
-            folder = Path(self.model_path).expanduser()
-            need(folder.is_dir() and (folder / "config.json").is_file(), "model_path",
-                 f"{self.model_path} is not a save_pretrained folder (no config.json there)")
+        errors.extend(_text_errors(self))  # first: paths too long or with a NUL never reach the disk
+        if path_policy is not None and not check_paths:
+            path_policy = dataclasses.replace(path_policy, check_disk=False)
+        model_errors, model_folder = [], None
+        if not any(name == "model_path" for name, _ in errors):
+            model_errors, model_folder = _model_errors(self.model_path, check_paths, path_policy)
+        errors.extend(model_errors)
         need(self.steps >= 1, "steps", "must be at least 1")
         need(self.prompts_per_step >= 1, "prompts_per_step", "must be at least 1")
         need(self.samples_per_prompt >= 2, "samples_per_prompt",
@@ -275,10 +385,23 @@ class RunConfig:
         need(self.checkpoint_every >= 1, "checkpoint_every", "must be at least 1")
         need(self.keep_checkpoints >= 0, "keep_checkpoints", "must be >= 0 (0 = keep all)")
         need(self.samples_per_step_logged >= 0, "samples_per_step_logged", "must be >= 0")
-        errors.extend(_data_errors(self.data))
-        model_found = not any(name == "model_path" for name, _ in errors)
-        if check_paths and self.model_path and builder is None and model_found:  # report it with the rest
-            errors.extend(_budget_errors(self))
+        errors.extend(_bound_errors(self, refused={name for name, _ in errors}))
+        responses = self.prompts_per_step * self.samples_per_prompt
+        need(responses <= MAX_RESPONSES_PER_STEP, "prompts_per_step",
+             f"prompts_per_step * samples_per_prompt = {responses:,} responses per step; at most "
+             f"{MAX_RESPONSES_PER_STEP:,}: every response of a step is held until its update")
+        tokens = responses * (self.max_prompt_tokens + self.max_response_tokens)
+        need(tokens <= MAX_TOKENS_PER_STEP, "max_response_tokens",
+             f"responses per step * (max_prompt_tokens + max_response_tokens) = {tokens:,} tokens; at most "
+             f"{MAX_TOKENS_PER_STEP:,}: the token ids, log-probs and masks of a whole step are held at once")
+        need(len(self.eval_k) <= MAX_EVAL_K, "eval_k", f"at most {MAX_EVAL_K} values of k")
+        errors.extend(_data_errors(self.data, check_paths, path_policy))
+        if model_folder is not None:  # report it with the rest
+            errors.extend(_budget_errors(self, model_folder))
+        if not errors:  # every part is bounded now, so the whole is cheap to measure
+            stored = len(json.dumps(self.to_dict()))
+            need(stored <= MAX_CONFIG_CHARS, "config",
+                 f"is {stored:,} characters as stored; at most {MAX_CONFIG_CHARS:,} (shorten the instructions or params)")
         if errors:
             raise ConfigError(errors)
 
@@ -311,11 +434,15 @@ def _coerce(value: Any, f: dataclasses.Field) -> Any:
         if isinstance(value, str):
             value = [part for part in value.replace(" ", "").split(",") if part]
         if not isinstance(value, list):
-            raise TypeError(f"must be a list of whole numbers, not {value!r}")
+            raise TypeError(f"must be a list of whole numbers, not {_shown(value)}")
+        if len(value) > MAX_EVAL_K:
+            raise ValueError(f"has {len(value):,} values; at most {MAX_EVAL_K}")
         return [_as_int(item) for item in value]
     if kind == "data_sources":
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
             raise TypeError("must be a list of data sources (mappings with at least a task)")
+        if len(value) > MAX_SOURCES:
+            raise ValueError(f"has {len(value):,} sources; at most {MAX_SOURCES}: {_SOURCES_WHY}")
         return [dict(item) for item in value]
     converter = {"bool": _as_bool, "int": _as_int, "optional_int": _as_int,
                  "float": _as_float, "optional_float": _as_float}.get(kind, _as_str)
@@ -327,48 +454,160 @@ def _as_bool(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
         return value.lower() in ("true", "1", "yes", "on")
-    raise TypeError(f"must be true or false, not {value!r}")
+    raise TypeError(f"must be true or false, not {_shown(value)}")
 
 
 def _as_int(value: Any) -> int:
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    digits = value.strip().removeprefix("-") if isinstance(value, str) else ""
+    if digits.isascii() and digits.isdigit() and len(digits) <= 20:  # "²" is a digit to isdigit, not to int
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"must be a whole number, not {value!r}")
+        raise TypeError(f"must be a whole number, not {_shown(value)}")
     return value
 
 
 def _as_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"must be a number, not {value!r}")
+    if isinstance(value, bool) or (isinstance(value, str) and len(value) > 64):
+        raise TypeError(f"must be a number, not {_shown(value)}")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"must be a number, not {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"must be a number, not {_shown(value)}") from None
     if not math.isfinite(number):
-        raise ValueError(f"must be a finite number, not {value!r}")
+        raise ValueError(f"must be a finite number, not {_shown(value)}")
     return number
 
 
 def _as_str(value: Any) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"must be text, not {value!r}")
+        raise TypeError(f"must be text, not {_shown(value)}")
+    problem = _text_problem(value, MAX_TEXT_CHARS)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
-def _data_errors(data: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Check the data mix: known source kinds and tasks, existing files, positive weights."""
+def _shown(value: Any, limit: int = 60) -> str:
+    """repr(value) cut to `limit` characters: messages never echo a megabyte back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _shown_name(name: Any) -> str:
+    """A key of the config as text for an error (keys from YAML may be numbers or very long)."""
+    text = str(name)
+    return text if len(text) <= 60 else f"{text[:60]}..."
+
+
+def _text_problem(value: str, max_chars: int) -> str | None:
+    """Why `value` cannot be stored and used as text (None: it can): too long, a NUL, or not UTF-8."""
+    if len(value) > max_chars:
+        return f"is {len(value):,} characters long; at most {max_chars:,}"
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid text (a lone surrogate character)"
+    return None
+
+
+def _text_errors(config: RunConfig) -> list[tuple[str, str]]:
+    """Every text field's length and characters, checked before anything uses it as a path."""
+    errors = []
+    for spec in config.field_specs():
+        value = getattr(config, spec.name)
+        if spec.kind in ("str", "choice") and isinstance(value, str):
+            problem = _text_problem(value, MAX_TEXT_CHARS)
+            if problem:
+                errors.append((spec.name, problem))
+    return errors
+
+
+def _bound_errors(config: RunConfig, refused: set[str]) -> list[tuple[str, str]]:
+    """Each number of BOUNDS outside its range, for the fields not already refused for another reason."""
+    errors = []
+    for name, bound in BOUNDS.items():
+        value = getattr(config, name)
+        if name in refused or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        problem = _bound_problem(value, bound)
+        if problem:
+            errors.append((name, problem))
+    return errors
+
+
+def _bound_problem(value: float, bound: Bound) -> str | None:
+    if value > bound.high:
+        return f"must be at most {_number(bound.high)}: {bound.why}"
+    if value < bound.low:
+        return f"must be at least {_number(bound.low)}: {bound.why}"
+    return None
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
+def _model_builders() -> frozenset[str]:
+    """The `builder:` prefixes of model_path (modeling imports torch: asked only for such paths)."""
+    from prorl_engine.modeling import MODEL_BUILDERS
+
+    return frozenset(MODEL_BUILDERS)
+
+
+def _model_errors(model_path: str, check_paths: bool,
+                  path_policy: PathPolicy | None) -> tuple[list[tuple[str, str]], Path | None]:
+    """Problems with `model_path`, and the folder whose config.json gives the context window (None
+    when there is nothing to read on this machine: a builder, paths unchecked, or a refusal)."""
+    if not model_path:
+        return [("model_path", "is required: a local save_pretrained folder")], None
+    builder, sep, folder_name = model_path.partition(":")
+    builders = _model_builders() if sep else frozenset()
+    if sep and builder not in builders:
+        return [("model_path", f"unknown model builder {builder!r} (known: {', '.join(sorted(builders))})")], None
+    if path_policy is not None:  # the same message whether the path is forbidden or missing
+        located = path_policy.locate_model(model_path, builders)
+        if located is None:
+            return [("model_path", MODEL_REFUSED)], None
+        return [], located.folder if located.builder is None and path_policy.check_disk else None
+    if sep and not folder_name.strip():
+        return [("model_path", f"{builder}: needs the folder to build the model in ({builder}:<folder>)")], None
+    if sep or not check_paths:
+        return [], None
+    folder = Path(model_path).expanduser()
+    if not (folder.is_dir() and (folder / "config.json").is_file()):
+        return [("model_path", f"{model_path} is not a save_pretrained folder (no config.json there)")], None
+    return [], folder
+
+
+def _data_file_error(path: str, check_paths: bool, path_policy: PathPolicy | None) -> str | None:
+    """Why a file source's `path` cannot be used (None: it can)."""
+    if not path:
+        return "a file source needs a path"
+    if path_policy is not None:
+        return DATA_REFUSED if path_policy.locate_data(path) is None else None
+    if check_paths and not Path(path).expanduser().is_file():
+        return f"data file {path} does not exist"
+    return None
+
+
+def _data_errors(data: list[dict[str, Any]], check_paths: bool = True,
+                 path_policy: PathPolicy | None = None) -> list[tuple[str, str]]:
+    """Check the data mix: known source kinds and tasks, usable files, positive weights."""
     from prorl_engine.data.example import DOMAINS
 
     if not data:
         return [("data", "the training mix is empty: add at least one source")]
+    if len(data) > MAX_SOURCES:
+        return [("data", f"has {len(data):,} sources; at most {MAX_SOURCES}: {_SOURCES_WHY}")]
     known = {f.name for f in dataclasses.fields(DataSource)}
     errors = []
     for index, source in enumerate(data):
         where = f"data[{index}]"
-        unknown = sorted(set(source) - known)
+        unknown = sorted((_shown_name(key) for key in source if key not in known))
         if unknown:
             errors.append((where, f"unknown keys {', '.join(unknown)}"))
             continue
@@ -382,14 +621,13 @@ def _data_errors(data: list[dict[str, Any]]) -> list[tuple[str, str]]:
         if wrong_types:  # the checks below (and the loaders) need these types
             errors.append((where, f"wrong type for {', '.join(wrong_types)} (text, or a mapping for params)"))
             continue
+        unusable = _source_text_errors(item)
+        if unusable:  # the checks below (and the loaders) would use these as paths and names
+            errors.extend((where, problem) for problem in unusable)
+            continue
         if item.source not in SOURCE_KINDS:
-            errors.append((where, f"source must be one of {', '.join(SOURCE_KINDS)}, not {item.source!r}"))
-        if isinstance(item.weight, bool) or not isinstance(item.weight, (int, float)) or not 0 < item.weight < math.inf:
-            errors.append((where, f"weight must be a positive number, not {item.weight!r}"))
-        if isinstance(item.size, bool) or not isinstance(item.size, int) or item.size < 1:
-            errors.append((where, f"size must be a whole number >= 1, not {item.size!r}"))
-        if not isinstance(item.eval_size, int) or item.eval_size < 0:
-            errors.append((where, f"eval_size must be a whole number >= 0, not {item.eval_size!r}"))
+            errors.append((where, f"source must be one of {', '.join(SOURCE_KINDS)}, not {_shown(item.source)}"))
+        errors.extend((where, problem) for problem in _source_number_problems(item))
         if item.domain not in DOMAINS:
             errors.append((where, f"domain must be one of {', '.join(DOMAINS)}, not {item.domain!r}"))
         if item.source == "reasoning_gym":
@@ -398,18 +636,88 @@ def _data_errors(data: list[dict[str, Any]]) -> list[tuple[str, str]]:
             if item.task not in reasoning_gym_task_names():
                 errors.append((where, f"unknown task {item.task!r}: not a reasoning-gym dataset"))
         elif item.source == "file":
-            if not item.path:
-                errors.append((where, "a file source needs a path"))
-            elif not Path(item.path).expanduser().is_file():
-                errors.append((where, f"data file {item.path} does not exist"))
+            problem = _data_file_error(item.path or "", check_paths, path_policy)
+            if problem is not None:
+                errors.append((where, problem))
     return errors
 
 
-def _budget_errors(config: RunConfig) -> list[tuple[str, str]]:
-    """The response budget must leave room inside the model's context window."""
+_SOURCE_NUMBERS = {"weight": ((int, float), "a positive number"), "size": (int, "a whole number >= 1"),
+                   "eval_size": (int, "a whole number >= 0")}
+RESERVED_PARAMS = ("size", "seed")  # reasoning-gym takes these from the source's size and the run's seed
+
+
+def _source_number_problems(item: DataSource) -> list[str]:
+    """A source's weight, size and eval_size: their types, then SOURCE_BOUNDS."""
+    problems = []
+    for name, (kind, what) in _SOURCE_NUMBERS.items():
+        value, bound = getattr(item, name), SOURCE_BOUNDS[name]
+        if isinstance(value, bool) or not isinstance(value, kind) or not (value > 0 if name == "weight" else value >= bound.low):
+            problems.append(f"{name} must be {what}, not {_shown(value)}")
+        elif problem := _bound_problem(value, bound):
+            problems.append(f"{name} {problem}")
+    return problems
+
+
+def _source_text_errors(item: DataSource) -> list[str]:
+    """A source's text (task, path, instruction) and its params, before anything uses them."""
+    problems = []
+    for name, max_chars in (("task", MAX_TASK_CHARS), ("path", MAX_TEXT_CHARS), ("instruction", MAX_TEXT_CHARS),
+                            ("source", MAX_TASK_CHARS), ("domain", MAX_TASK_CHARS)):
+        value = getattr(item, name)
+        problem = _text_problem(value, max_chars) if isinstance(value, str) else None
+        if problem:
+            problems.append(f"{name} {problem}")
+    problem = _params_problem(item.params)
+    if problem:
+        problems.append(f"params {problem}")
+    return problems
+
+
+def _params_problem(params: dict[str, Any]) -> str | None:
+    """Why a generator's params cannot be stored and passed on (None: they can): JSON-like values
+    only (mappings with text keys, lists, text, finite numbers, booleans, null), at most
+    MAX_PARAMS_VALUES values and MAX_PARAMS_DEPTH levels. The walk stops at the first problem, so
+    it costs at most MAX_PARAMS_VALUES steps whatever it is given (shared values count each time)."""
+    reserved = [key for key in RESERVED_PARAMS if key in params]
+    if reserved:
+        return f"may not set {', '.join(reserved)}: the source's size and the run's seed give them"
+    stack: list[tuple[Any, int]] = [(params, 1)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_PARAMS_VALUES:
+            return f"hold more than {MAX_PARAMS_VALUES:,} values"
+        if depth > MAX_PARAMS_DEPTH:
+            return f"are nested deeper than {MAX_PARAMS_DEPTH} levels"
+        if isinstance(value, (dict, list)) and len(value) > MAX_PARAMS_VALUES:
+            return f"hold more than {MAX_PARAMS_VALUES:,} values"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str) or _text_problem(key, MAX_TASK_CHARS):
+                    return f"keys must be short text, not {_shown(key)}"
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            problem = _text_problem(value, MAX_TEXT_CHARS)
+            if problem:
+                return f"value {problem}"
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"values must be finite numbers, not {value!r}"
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            return f"whole numbers must be below 2^63 in size, not {_shown(value)}"
+        elif value is not None and not isinstance(value, (bool, int, float)):
+            return f"values must be text, numbers, booleans, lists or mappings, not {type(value).__name__}"
+    return None
+
+
+def _budget_errors(config: RunConfig, folder: Path) -> list[tuple[str, str]]:
+    """The response budget must leave room inside the context window of the model in `folder`."""
     import json
 
-    path = Path(config.model_path).expanduser() / "config.json"
+    path = folder / "config.json"
     try:
         model_config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -127,16 +127,20 @@ class PathPolicy:
         located = self.locate_model(config.model_path, builders)
         if located is None:
             raise ValueError(f"model_path: {MODEL_REFUSED}")
-        data = [self._resolved_source(index, source) for index, source in enumerate(config.data)]
-        return dataclasses.replace(config, model_path=located.model_path, data=data)
+        return dataclasses.replace(config, model_path=located.model_path, data=self.resolve_data(config.data))
 
-    def _resolved_source(self, index: int, source: dict[str, Any]) -> dict[str, Any]:
-        if source.get("source") != "file":
-            return dict(source)
-        path = self.locate_data(source.get("path") or "")
-        if path is None:
-            raise ValueError(f"data[{index}]: {DATA_REFUSED}")
-        return {**source, "path": path}
+    def resolve_data(self, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The data mix with each file source's path replaced by the absolute one this policy allows.
+        Raises ValueError naming the first source (`data[i]: ...`) whose file it refuses."""
+        resolved = []
+        for index, source in enumerate(data):
+            if source.get("source") == "file":
+                path = self.locate_data(str(source.get("path") or ""))
+                if path is None:
+                    raise ValueError(f"data[{index}]: {DATA_REFUSED}")
+                source = {**source, "path": path}
+            resolved.append(dict(source))
+        return resolved
 
     # ------------------------------------------------------------------------------------------
     def absolute(self, path: str) -> Path | None:

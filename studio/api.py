@@ -2,7 +2,8 @@
 
 Authentication: `Authorization: Bearer <token>` with a personal API token (made and revoked on
 /account/api-tokens/; the database keeps only its SHA-256). A request acts as the token's person,
-with exactly that person's rights (studio.permissions); anyone else's run is a 404.
+with exactly that person's rights (studio.permissions); anyone else's run is a 404 with the same body as
+a missing one. Team viewers get a run's error as one line, with paths relative to the run.
 
 CSRF: the API views are `csrf_exempt` only because they never read cookies: a request without a
 valid bearer token is refused even if it carries a logged-in session cookie, so a page on another
@@ -10,6 +11,9 @@ site cannot make a visitor's browser call them. Every session (cookie) view keep
 
 Endpoints:
     GET  /api/v1/runs/                        runs you may see (?status=running)
+    POST /api/v1/runs/                        {"name": "...", "config": {...RunConfig fields}}: 201 with the
+                                              new run, or 400 with {"errors": [{"field", "message"}]}; its
+                                              paths must be ones you may use (studio.paths)
     GET  /api/v1/runs/<id>/                   one run, with its config and checkpoints
     GET  /api/v1/runs/<id>/metrics/           points after ?since=<step> (default 0), every step
                                               (?limit=, at most 20000, then next_since), only
@@ -24,10 +28,10 @@ Endpoints:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -36,14 +40,22 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from prorl_engine.config import ConfigError, RunConfig
 from studio.commands import CommandRefused, command_payload, outcomes, send_command
-from studio.models import ApiToken, Command, Event, MetricPoint, Run
-from studio.permissions import can_control_run, can_view_run, new_token, token_hash, user_for_api_token, visible_runs
+from studio.launch import launch_run
+from studio.middleware import NOT_FOUND_MESSAGE
+from studio.models import ApiToken, Command, Event, MetricPoint, Run, RunStatus
+from studio.params import MAX_STEP, BadParameter, answers_bad_parameters, int_param, json_object_body, text_param
+from studio.paths import path_policy_for
+from studio.payloads import run_relative, shown_config, viewer_error, viewer_event
+from studio.permissions import (can_control_run, can_see_run_details, can_view_run, new_token, token_hash,
+                                user_for_api_token, visible_runs)
 from studio.series import chart_data
 
 DEFAULT_LIMIT = 5000
 MAX_LIMIT = 20000
 MAX_DOWNSAMPLE = 20000
+MAX_KEYS_CHARS = 10_000  # ?keys=a,b,...: far more than every metric key of a run
 
 
 def _error(status: int, message: str) -> JsonResponse:
@@ -77,21 +89,23 @@ def _visible_run(request: HttpRequest, run_id: int) -> Run | None:
     return run
 
 
-def _not_found(run_id: int) -> JsonResponse:
-    return _error(404, f"No run {run_id}.")
+def _not_found() -> JsonResponse:
+    """The same body for a run that does not exist and one the token's person may not see (and the
+    same as every other JSON 404 of the studio: studio.middleware)."""
+    return _error(404, NOT_FOUND_MESSAGE)
 
 
-def _int_param(request: HttpRequest, name: str, default: int, low: int = 0, high: int | None = None) -> int:
-    raw = request.GET.get(name, "")
-    value = int(raw) if raw.isdigit() else default
-    value = max(low, value)
-    return min(value, high) if high is not None else value
+def _int_param(request: HttpRequest, name: str, default: int, low: int = 0, high: int = MAX_STEP) -> int:
+    """A whole number moved into low..high (the documented "at most"); anything else is a 400."""
+    return int_param(request.GET, name, default, low=low, high=high, clamp=True)
 
 
-def run_summary(run: Run) -> dict:
+def run_summary(run: Run, details: bool) -> dict:
+    """The run as listed; `details` (can_see_run_details): its full error, else the one-line viewer form."""
+    error = run.error if details else viewer_error(run.error, run.run_dir)
     return {
         "id": run.pk, "name": run.name, "owner": run.owner.get_username(),
-        "team": run.team.name if run.team else None, "status": run.status, "error": run.error,
+        "team": run.team.name if run.team else None, "status": run.status, "error": error,
         "last_step": run.last_step, "total_steps": run.total_steps, "latest_reward": run.latest_reward,
         "created_at": run.created_at.isoformat(), "eta_s": run.eta_seconds(), "url": run.get_absolute_url(),
     }
@@ -99,14 +113,38 @@ def run_summary(run: Run) -> dict:
 
 # --- endpoints ----------------------------------------------------------------------------------
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 @bearer_token_required
+@answers_bad_parameters(json_body=True)
 def api_runs(request: HttpRequest) -> JsonResponse:
+    if request.method == "POST":
+        return _create_run(request)
     runs: QuerySet[Run] = visible_runs(request.user).select_related("owner", "team")
-    status = request.GET.get("status", "")
+    status = text_param(request.GET, "status", choices=tuple(RunStatus.values))
     if status:
         runs = runs.filter(status=status)
-    return JsonResponse({"runs": [run_summary(run) for run in runs]})
+    return JsonResponse({"runs": [run_summary(run, can_see_run_details(request.user, run)) for run in runs]})
+
+
+def _create_run(request: HttpRequest) -> JsonResponse:
+    """A queued run of the token's person, validated as the run form validates it (paths included)."""
+    try:
+        body = json_object_body(request, max_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+    except BadParameter:
+        body = None
+    if not body:
+        return _error(400, 'Send a JSON object: {"name": "...", "config": {...}}.')
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or "\x00" in name:
+        return JsonResponse({"errors": [{"field": "name", "message": "must be text of 1 to 200 characters"}]},
+                            status=400)
+    try:
+        config = RunConfig.from_dict(body.get("config"), path_policy=path_policy_for(request.user))
+    except ConfigError as exc:
+        return JsonResponse({"errors": [{"field": field, "message": message} for field, message in exc.errors]},
+                            status=400)
+    run = launch_run(request.user, name.strip(), config)
+    return JsonResponse(run_summary(run, True), status=201)
 
 
 @require_GET
@@ -114,22 +152,24 @@ def api_runs(request: HttpRequest) -> JsonResponse:
 def api_run(request: HttpRequest, run_id: int) -> JsonResponse:
     run = _visible_run(request, run_id)
     if run is None:
-        return _not_found(run_id)
-    checkpoints = [{"step": c.step, "path": c.path, "created_at": c.created_at.isoformat()}
-                   for c in run.checkpoints.order_by("step")]
-    return JsonResponse({**run_summary(run), "config": run.config, "checkpoints": checkpoints,
-                         "can_control": can_control_run(request.user, run)})
+        return _not_found()
+    details = can_see_run_details(request.user, run)
+    checkpoints = [{"step": c.step, "path": c.path if details else run_relative(c.path, run.run_dir) or "",
+                    "created_at": c.created_at.isoformat()} for c in run.checkpoints.order_by("step")]
+    return JsonResponse({**run_summary(run, details), "config": shown_config(run, details),
+                         "checkpoints": checkpoints, "can_control": can_control_run(request.user, run)})
 
 
 @require_GET
 @bearer_token_required
+@answers_bad_parameters(json_body=True)
 def api_run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
     """Every stored step after `since`, as stored (no downsampling unless `downsample` is given)."""
     run = _visible_run(request, run_id)
     if run is None:
-        return _not_found(run_id)
+        return _not_found()
     since = _int_param(request, "since", 0)
-    keys = [key for key in request.GET.get("keys", "").split(",") if key]
+    keys = [key for key in text_param(request.GET, "keys", max_chars=MAX_KEYS_CHARS).split(",") if key]
     rows = MetricPoint.objects.filter(run=run, step__gt=since).order_by("step").values_list("step", "values")
     if "downsample" in request.GET:
         target = _int_param(request, "downsample", 2000, low=2, high=MAX_DOWNSAMPLE)
@@ -151,25 +191,30 @@ def api_run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
 
 @require_GET
 @bearer_token_required
+@answers_bad_parameters(json_body=True)
 def api_run_events(request: HttpRequest, run_id: int) -> JsonResponse:
     run = _visible_run(request, run_id)
     if run is None:
-        return _not_found(run_id)
+        return _not_found()
     events = Event.objects.filter(run=run, step__gt=_int_param(request, "since", 0),
                                   id__gt=_int_param(request, "after_id", 0)).order_by("id")
-    kind = request.GET.get("kind", "")
+    kind = text_param(request.GET, "kind", max_chars=Event._meta.get_field("kind").max_length)
     if kind:
         events = events.filter(kind=kind)
     limit = _int_param(request, "limit", DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
-    return JsonResponse({"run": run.pk, "events": [event.as_payload() for event in events[:limit]]})
+    payloads = [event.as_payload() for event in events[:limit]]
+    if not can_see_run_details(request.user, run):
+        payloads = [viewer_event(payload, run.run_dir) for payload in payloads]
+    return JsonResponse({"run": run.pk, "events": payloads})
 
 
 @require_http_methods(["GET", "POST"])
 @bearer_token_required
+@answers_bad_parameters(json_body=True)
 def api_run_commands(request: HttpRequest, run_id: int) -> JsonResponse:
     run = _visible_run(request, run_id)
     if run is None:
-        return _not_found(run_id)
+        return _not_found()
     if request.method == "GET":
         commands = list(run.commands.select_related("requested_by"))
         found = outcomes(run, commands)
@@ -193,11 +238,7 @@ def api_run_commands(request: HttpRequest, run_id: int) -> JsonResponse:
 def _command_kind(request: HttpRequest) -> str:
     """`kind` from a JSON body ({"kind": "pause"}) or a form field."""
     if request.content_type == "application/json":
-        try:
-            body = json.loads(request.body or b"{}")
-        except ValueError:
-            return ""
-        return str(body.get("kind", "")) if isinstance(body, dict) else ""
+        return str(json_object_body(request).get("kind", ""))
     return request.POST.get("kind", "")
 
 
@@ -217,9 +258,10 @@ def api_token_list(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
+@answers_bad_parameters(json_body=False)
 def api_token_create(request: HttpRequest) -> HttpResponse:
     """Make a token and show it once, on this response."""
-    name = request.POST.get("name", "").strip()[:100] or "script"
+    name = text_param(request.POST, "name", max_chars=10_000).strip()[:100] or "script"
     token = new_token()
     ApiToken.objects.create(user=request.user, name=name, token_hash=token_hash(token))
     return _render_tokens(request, new_token_value=token)

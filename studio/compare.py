@@ -10,21 +10,47 @@ seeing one needs being its owner, or `can_view_run` on every run it uses.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from prorl_engine.config import RunConfig
+from prorl_engine.config import ConfigError, RunConfig
+from prorl_engine.paths import MODEL_REFUSED
 from studio.models import Checkpoint, Comparison, Run
-from studio.permissions import can_compare_run, can_view_run, visible_runs
+from studio.paths import path_policy_for
+from studio.params import answers_bad_parameters, id_params
+from studio.payloads import run_relative, viewer_error, viewer_model_path
+from studio.permissions import can_compare_run, can_see_run_details, can_view_run, visible_runs
 
 RUNS_LISTED = 30
 MAX_MODELS = 6
+MAX_KS = 16  # values of k in one comparison (k <= n <= 64)
+
+
+def _may_use_model(user, model_path: str) -> bool:
+    """May `user` evaluate `model_path`? The same answer a run of theirs would get."""
+    from prorl_engine.modeling import MODEL_BUILDERS
+
+    return path_policy_for(user).locate_model(model_path, MODEL_BUILDERS) is not None
+
+
+def _offered_base_model(user, run: Run) -> str:
+    """The run's model_path as a base-model choice: to those who see the run's details as it is; to a
+    viewer only where its viewer form is the same text (a tiny:/base: build), else "" (not offered)."""
+    model_path = run.config.get("model_path") if isinstance(run.config, dict) else None
+    if not isinstance(model_path, str):
+        return ""
+    if can_see_run_details(user, run):
+        return model_path
+    shown = viewer_model_path(model_path, run.run_dir, Path(settings.BASE_DIR), names={})
+    return model_path if shown == model_path else ""
 
 
 class CompareForm(forms.Form):
@@ -50,7 +76,7 @@ class CompareForm(forms.Form):
         self.fields["checkpoints"].queryset = Checkpoint.objects.filter(run__in=runs).select_related("run")
         self.fields["prompts_from"].queryset = runs
         recent = list(runs.order_by("-created_at")[:RUNS_LISTED])
-        paths = sorted({run.config.get("model_path", "") for run in recent} - {""})
+        paths = sorted({_offered_base_model(user, run) for run in recent} - {""})
         self.fields["base_models"].choices = [(path, path) for path in paths]
         self.runs = recent
 
@@ -59,8 +85,9 @@ class CompareForm(forms.Form):
 
     def clean_ks(self) -> list[int]:
         parts = [p for p in re.split(r"[\s,]+", self.cleaned_data["ks"]) if p]
-        if not parts or not all(p.isdigit() and int(p) >= 1 for p in parts):
-            raise forms.ValidationError("a list of whole numbers of at least 1, like 1, 4")
+        well_formed = all(p.isascii() and p.isdigit() and len(p) <= 4 for p in parts)  # "²" is a digit to isdigit
+        if not parts or len(parts) > MAX_KS or not well_formed or not all(int(p) >= 1 for p in parts):
+            raise forms.ValidationError(f"a list of at most {MAX_KS} whole numbers of at least 1, like 1, 4")
         return sorted({int(p) for p in parts})
 
     def clean(self) -> dict[str, Any]:
@@ -69,6 +96,8 @@ class CompareForm(forms.Form):
         bases = list(cleaned.get("base_models") or [])
         if cleaned.get("model_path", "").strip():
             bases.append(cleaned["model_path"].strip())
+        if any(not _may_use_model(self.user, base) for base in bases):  # the run form's rules (studio.paths)
+            self.add_error("model_path", MODEL_REFUSED)
         if len(checkpoints) + len(dict.fromkeys(bases)) < 2:
             raise forms.ValidationError("Choose at least two models: checkpoints, base models, or both.")
         if len(checkpoints) + len(dict.fromkeys(bases)) > MAX_MODELS:
@@ -82,6 +111,11 @@ class CompareForm(forms.Form):
         prompts_run = cleaned.get("prompts_from") or (checkpoints[0].run if checkpoints else None)
         if prompts_run is None:
             self.add_error("prompts_from", "Choose the run whose held-out prompts the models answer.")
+        else:
+            try:  # a config stored before today's bounds may no longer validate
+                RunConfig.from_dict(prompts_run.config, check_paths=False)
+            except ConfigError:
+                self.add_error("prompts_from", f"{prompts_run}'s config no longer validates: choose another run.")
         cleaned["entries"] = _entries(checkpoints, list(dict.fromkeys(bases)))
         cleaned["prompts_run"] = prompts_run
         return cleaned
@@ -110,6 +144,23 @@ def can_view_comparison(user, comparison: Comparison) -> bool:
     return bool(runs) and all(can_view_run(user, run) for run in runs)
 
 
+def can_see_comparison_details(user, comparison: Comparison) -> bool:
+    """The job's full error and its checkpoints' server paths: whoever started it, and staff."""
+    return user.is_authenticated and (user.is_staff or comparison.owner_id == user.pk)
+
+
+def shown_error(user, comparison: Comparison) -> str:
+    return comparison.error if can_see_comparison_details(user, comparison) else viewer_error(comparison.error)
+
+
+def shown_entries(user, comparison: Comparison) -> list[dict[str, Any]]:
+    """The columns; for others than its owner, checkpoint paths relative to their run's folder."""
+    if can_see_comparison_details(user, comparison):
+        return comparison.entries
+    return [{**entry, "path": run_relative(entry["path"], Path(settings.RUNS_DIR) / str(entry["run"])) or ""}
+            if entry["run"] else entry for entry in comparison.entries]
+
+
 def _comparison_for(request: HttpRequest, comparison_id: int) -> Comparison:
     comparison = get_object_or_404(Comparison.objects.select_related("owner"), pk=comparison_id)
     if not can_view_comparison(request.user, comparison):
@@ -119,6 +170,7 @@ def _comparison_for(request: HttpRequest, comparison_id: int) -> Comparison:
 
 @require_http_methods(["GET", "POST"])
 @login_required
+@answers_bad_parameters(json_body=False)
 def compare_new(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         form = CompareForm(user=request.user, initial=_initial(request))
@@ -132,8 +184,8 @@ def compare_new(request: HttpRequest) -> HttpResponse:
 
 def _initial(request: HttpRequest) -> dict[str, Any]:
     """?checkpoint=<id>&checkpoint=<id> or ?run=<id> (every checkpoint of the run) preselects."""
-    ids = [int(raw) for raw in request.GET.getlist("checkpoint") if raw.isdigit()]
-    run_ids = [int(raw) for raw in request.GET.getlist("run") if raw.isdigit()]
+    ids = id_params(request.GET, "checkpoint")
+    run_ids = id_params(request.GET, "run")
     if run_ids:
         ids += list(Checkpoint.objects.filter(run_id__in=run_ids).values_list("pk", flat=True))
     return {"checkpoints": ids}
@@ -172,7 +224,8 @@ def start_comparison(owner, cleaned: dict[str, Any]) -> Comparison:
 @login_required
 def compare_detail(request: HttpRequest, comparison_id: int) -> HttpResponse:
     comparison = _comparison_for(request, comparison_id)
-    context = {"comparison": comparison, "labels": [e["label"] for e in comparison.entries]}
+    context = {"comparison": comparison, "labels": [e["label"] for e in comparison.entries],
+               "error": shown_error(request.user, comparison)}
     if comparison.status == Comparison.Status.FINISHED and comparison.result:
         context.update(side_by_side(comparison.result))
     return render(request, "studio/compare_detail.html", context)
@@ -184,8 +237,9 @@ def compare_data(request: HttpRequest, comparison_id: int) -> JsonResponse:
     """The job's state, and its result once finished: what the page polls and scripts read."""
     comparison = _comparison_for(request, comparison_id)
     return JsonResponse({
-        "id": comparison.pk, "status": comparison.status, "error": comparison.error,
-        "entries": comparison.entries, "settings": {k: v for k, v in comparison.settings.items() if k != "config"},
+        "id": comparison.pk, "status": comparison.status, "error": shown_error(request.user, comparison),
+        "entries": shown_entries(request.user, comparison),
+        "settings": {k: v for k, v in comparison.settings.items() if k != "config"},
         "result": comparison.result if comparison.status == Comparison.Status.FINISHED else None,
     })
 

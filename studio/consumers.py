@@ -16,10 +16,10 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from studio.models import Event, MetricPoint, Run, Sample, shared_payload
+from studio.models import Event, MetricPoint, Run, Sample
 from studio.payloads import (EventPayload, MetricsPayload, RewindPayload, SamplesPayload, ShareRevokedPayload,
-                             StatusPayload)
-from studio.permissions import can_view_run, share_link_for
+                             StatusPayload, viewer_error, viewer_event)
+from studio.permissions import can_see_run_details, can_view_run, share_link_for
 
 BACKLOG_CHUNK = 2000
 
@@ -30,6 +30,7 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     sent_events: set[int]
     share_link_id: int | None = None  # set when a share link let this socket in
     share_expires_at: float | None = None
+    details: bool = False  # the full error and server paths (can_see_run_details); else viewer forms
 
     async def connect(self) -> None:
         run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
@@ -83,7 +84,7 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"kind": "samples", "rows": payload["rows"]})
 
     async def run_status(self, payload: StatusPayload) -> None:
-        await self.send_json({"kind": "status", "status": payload["status"], "error": payload["error"],
+        await self.send_json({"kind": "status", "status": payload["status"], "error": self._error(payload["error"]),
                               "progress": payload["progress"]})
 
     async def run_share_revoked(self, payload: ShareRevokedPayload) -> None:
@@ -95,7 +96,10 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"kind": "rewind", "step": payload["step"]})
 
     def _for_viewer(self, event: dict) -> dict:
-        return shared_payload(event) if self.share_link_id is not None else event
+        return event if self.details else viewer_event(event, self.run.run_dir)
+
+    def _error(self, error: str) -> str:
+        return error if self.details else viewer_error(error, self.run.run_dir)
 
     # --- database --------------------------------------------------------------------------------
     async def _send_backlog(self) -> None:
@@ -114,7 +118,7 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
             if len(points) < BACKLOG_CHUNK:
                 break
             after = self.last_step
-        await self.send_json({"kind": "status", **state})
+        await self.send_json({"kind": "status", **state, "error": self._error(state["error"])})
 
     @database_sync_to_async
     def _visible_run(self, run_id: int, share_token: str) -> Run | None:
@@ -129,6 +133,7 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         run = Run.objects.filter(pk=run_id).first()
         if run is None or not can_view_run(self.scope["user"], run):
             return None
+        self.details = can_see_run_details(self.scope["user"], run)
         return run
 
     @database_sync_to_async
@@ -162,4 +167,4 @@ def _query(query_string: bytes, name: str) -> str:
 
 def _after(query_string: bytes) -> int:
     raw = _query(query_string, "after")
-    return int(raw) if raw.isdigit() else 0
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 10 else 0  # "²" is a digit to isdigit only

@@ -21,7 +21,8 @@ from studio.forms import RunForm, initial_from_config
 from studio.launch import launch_run
 from studio.models import Checkpoint, MetricPoint, Run
 from studio.params import answers_bad_parameters, optional_id_param
-from studio.permissions import can_fork_run, can_view_run
+from studio.payloads import shown_config
+from studio.permissions import can_fork_run, can_see_run_details, can_view_run
 from studio.series import chart_data
 
 
@@ -70,7 +71,8 @@ def run_fork(request: HttpRequest, run_id: int) -> HttpResponse:
         chosen = (checkpoints.filter(pk=chosen_id).first() if chosen_id else None) or checkpoints.first()
         if chosen is None:
             return render(request, "studio/fork.html", {"parent": parent, "form": None}, status=409)
-        initial = {"name": f"{parent.name} (fork @ step {chosen.step})", **initial_from_config(parent.config),
+        config = shown_config(parent, can_see_run_details(request.user, parent))
+        initial = {"name": f"{parent.name} (fork @ step {chosen.step})", **initial_from_config(config),
                    "checkpoint": chosen.pk}
         form = ForkForm(initial=initial, checkpoints=checkpoints, user=request.user, fork_parent=parent)
         return render(request, "studio/fork.html", {"parent": parent, "form": form})

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 from django import forms
+from django.utils.html import format_html, format_html_join
 
-from prorl_engine.config import ConfigError, FieldSpec, RunConfig
+from prorl_engine.config import MAX_CONFIG_CHARS, ConfigError, FieldSpec, RunConfig, parse_yaml
+from studio.models import Run
+from studio.paths import User, forkable_checkpoints, operator_policy, path_policy_for, usable_models
+
+MAX_CONFIG_BYTES = 4 * MAX_CONFIG_CHARS  # an uploaded config file: UTF-8 takes at most 4 bytes a character
 
 GROUP_TITLES = {
     "model": "Model",
@@ -58,11 +64,16 @@ class RunForm(forms.Form):
 
     name = forms.CharField(max_length=200, help_text="A name for the run list.")
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, user: User | None = None, fork_parent: Run | None = None, **kwargs: Any):
+        """`user`: whose run it is; its paths must be ones `user` may use (studio.paths), and the
+        model field suggests them. Without a user, only the operator's roots and builders pass."""
         super().__init__(*args, **kwargs)
         self.specs = RunConfig.field_specs()
         for spec in self.specs:
             self.fields[spec.name] = _form_field(spec)
+        self.path_policy = operator_policy() if user is None else path_policy_for(user, fork_parent=fork_parent)
+        if user is not None:
+            self.fields["model_path"].widget = SuggestingInput("model-path-choices", lambda: model_suggestions(user))
         self.config: RunConfig | None = None
         self.values: dict[str, Any] = {}
 
@@ -81,10 +92,10 @@ class RunForm(forms.Form):
                 continue
             value = self.cleaned_data[spec.name]
             if spec.kind == "data_sources":
-                try:
-                    value = yaml.safe_load(value)
-                except yaml.YAMLError as exc:
-                    self.add_error(spec.name, f"not valid YAML: {exc}")
+                try:  # with the engine's limits on size, depth and aliases
+                    value = parse_yaml(value, spec.name)
+                except ConfigError as exc:
+                    self.add_error(spec.name, exc.errors[0][1])
                     continue
             values[spec.name] = value
         return values
@@ -95,10 +106,33 @@ class RunForm(forms.Form):
         if self.errors:
             return cleaned
         try:
-            self.config = RunConfig.from_dict(values)
+            self.config = RunConfig.from_dict(values, path_policy=self.path_policy)
         except ConfigError as exc:
             add_config_errors(self, exc)
         return cleaned
+
+
+class SuggestingInput(forms.TextInput):
+    """A text input with a <datalist> of (value, label) suggestions, asked for only when it renders."""
+
+    def __init__(self, list_id: str, suggestions: Callable[[], list[tuple[str, str]]]):
+        super().__init__(attrs={"list": list_id})
+        self.list_id = list_id
+        self.suggestions = suggestions
+
+    def render(self, name: str, value: Any, attrs: dict | None = None, renderer: Any = None) -> str:
+        options = format_html_join("", '<option value="{}">{}</option>', self.suggestions())
+        return format_html('{}<datalist id="{}">{}</datalist>', super().render(name, value, attrs, renderer),
+                           self.list_id, options)
+
+
+def model_suggestions(user: User) -> list[tuple[str, str]]:
+    """(model_path, label) of the registered models `user` may use and of the newest checkpoints of
+    runs they may fork."""
+    models = [(entry.path, f"{entry.name} (registered model)") for entry in usable_models(user)]
+    checkpoints = [(checkpoint.path, f"{checkpoint.run.name} #{checkpoint.run_id} @ step {checkpoint.step}")
+                   for checkpoint in forkable_checkpoints(user)]
+    return models + checkpoints
 
 
 def add_config_errors(form: forms.Form, exc: ConfigError) -> None:
@@ -114,17 +148,28 @@ def add_config_errors(form: forms.Form, exc: ConfigError) -> None:
 class ImportYamlForm(forms.Form):
     """A config in YAML, pasted or uploaded, to fill the run form."""
 
-    yaml_text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 8}), label="YAML")
+    yaml_text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 8}), label="YAML",
+                                max_length=MAX_CONFIG_CHARS)
     yaml_file = forms.FileField(required=False, label="or a file")
+
+    def __init__(self, *args: Any, user: User | None = None, **kwargs: Any):
+        """`user`: whose config it is (its paths must be ones `user` may use, as in RunForm)."""
+        super().__init__(*args, **kwargs)
+        self.path_policy = operator_policy() if user is None else path_policy_for(user)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        if self.errors:  # a text over MAX_CONFIG_CHARS: its field says so
+            return cleaned
         upload = cleaned.get("yaml_file")
+        if upload and upload.size > MAX_CONFIG_BYTES:
+            self.add_error("yaml_file", f"is {upload.size:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,}")
+            return cleaned
         text = upload.read().decode("utf-8", errors="replace") if upload else cleaned.get("yaml_text", "")
         if not text.strip():
             raise forms.ValidationError("Paste a config or choose a file.")
         try:
-            cleaned["config"] = RunConfig.from_yaml(text)
+            cleaned["config"] = RunConfig.from_yaml(text, path_policy=self.path_policy)
         except ConfigError as exc:
             raise forms.ValidationError([f"{name}: {message}" for name, message in exc.errors]) from exc
         return cleaned

@@ -6,11 +6,15 @@ Metric points are one row per (run, step) holding every key of that step as a JS
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
@@ -326,3 +330,35 @@ class RegisteredDataset(RegistryEntry):
     def data_source(self) -> dict:
         """The data-mix entry that trains on this file."""
         return {"task": self.name, "source": "file", "path": self.path, "domain": self.domain}
+
+    def upload_folder(self) -> Path | None:
+        """The folder the studio made for this upload (<uploads>/<user id>/<random>/<file>), or None
+        for a registered path, or an entry whose path (an admin's edit) lies anywhere else."""
+        path = Path(os.path.normpath(Path(settings.BASE_DIR) / self.path))
+        root = uploads_root()
+        if not self.uploaded or not path.is_relative_to(root) or len(path.relative_to(root).parts) != 3:
+            return None
+        return path.parent
+
+
+def uploads_root() -> Path:
+    """settings.UPLOADS_DIR as the path rules read it (studio.paths): absolute, relative ones from the
+    project folder, normalised; so the path stored for an upload is the file a run's worker opens."""
+    return Path(os.path.normpath(Path(settings.BASE_DIR) / settings.UPLOADS_DIR))
+
+
+@receiver(post_delete, sender=RegisteredDataset)
+def _delete_uploaded_file(sender: type[RegisteredDataset], instance: RegisteredDataset, **kwargs) -> None:
+    """Deleting an uploaded data set (in the admin, or with its owner's account) deletes its file, once
+    the deletion is committed, unless another registry entry still names the file."""
+    folder = instance.upload_folder()
+    if folder is None:
+        return
+
+    def remove() -> None:
+        still_named = (RegisteredDataset.objects.filter(path=instance.path).exists()
+                       or RegisteredModel.objects.filter(path=instance.path).exists())
+        if not still_named:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    transaction.on_commit(remove)

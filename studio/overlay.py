@@ -14,7 +14,9 @@ from django.views.decorators.http import require_GET
 
 from prorl_engine.config import RunConfig
 from studio.models import MetricPoint, Run
-from studio.permissions import can_view_run, visible_runs
+from studio.params import answers_bad_parameters, id_params
+from studio.payloads import shown_config
+from studio.permissions import can_see_run_details, can_view_run, visible_runs
 from studio.series import chart_data
 
 RUNS_LISTED = 50
@@ -26,7 +28,7 @@ FIRST_KEYS = ["reward/mean", "reward/verifier_mean", "eval/all/pass@1", "length/
 
 def _chosen_runs(request: HttpRequest) -> list[Run]:
     """The runs of ?run=<id>&run=<id>, in that order; 404 if any is not visible (or absent)."""
-    ids = list(dict.fromkeys(int(raw) for raw in request.GET.getlist("run") if raw.isdigit()))[:MAX_RUNS]
+    ids = list(dict.fromkeys(id_params(request.GET, "run")))[:MAX_RUNS]
     found = {run.pk: run for run in Run.objects.filter(pk__in=ids).select_related("owner")}
     runs = [found[pk] for pk in ids if pk in found]
     if len(runs) != len(ids) or not all(can_view_run(request.user, run) for run in runs):
@@ -49,7 +51,7 @@ def _as_text(value: Any) -> str:
     if isinstance(value, (list, dict)):
         if value and all(isinstance(v, (int, float)) for v in value):
             return ", ".join(str(v) for v in value)
-        return yaml.safe_dump(value, sort_keys=False).strip()
+        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True).strip()  # "…/data.jsonl" as it is
     return "" if value is None else str(value)
 
 
@@ -60,9 +62,10 @@ def chart_keys(series_of_runs: list[dict[str, Any]]) -> list[str]:
 
 @require_GET
 @login_required
+@answers_bad_parameters(json_body=False)
 def overlay(request: HttpRequest) -> HttpResponse:
     runs = _chosen_runs(request)
-    configs = [run.config for run in runs]
+    configs = [shown_config(run, can_see_run_details(request.user, run)) for run in runs]
     context = {
         "runs": runs,
         "chosen": {run.pk for run in runs},
@@ -75,6 +78,7 @@ def overlay(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
+@answers_bad_parameters(json_body=True)
 def overlay_data(request: HttpRequest) -> JsonResponse:
     """{runs: [{id, name, series}], keys}: each run's curves, downsampled like the run page's."""
     runs = _chosen_runs(request)

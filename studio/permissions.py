@@ -4,7 +4,9 @@ People:
 - a run's owner and staff may do everything with it;
 - members of the run's team by role: viewer sees it; editor also steers it (commands), forks and
   compares it; owner also manages the team and the run's share links;
-- anyone else learns nothing: views answer 404, as if the run did not exist.
+- anyone else learns nothing: views answer 404, as if the run did not exist (studio.middleware
+  gives every 404 the same body);
+- only those who may steer a run see its full error and server file paths (`can_see_run_details`).
 Share links: a read-only view of one run's page (and its live socket) for whoever holds the token,
 logged in or not, until the link is revoked or expires.
 API tokens: a script acts as the token's person, with that person's rights.
@@ -57,6 +59,13 @@ def can_view_run(user: User, run: Run) -> bool:
 def can_control_run(user: User, run: Run) -> bool:
     """Commands to the live run: reset the reference, pause, resume, stop, save a checkpoint."""
     return _is_owner_or_staff(user, run) or team_role(user, run.team_id) in CONTROL_ROLES
+
+
+def can_see_run_details(user: User, run: Run) -> bool:
+    """The run's full error (with its traceback) and the server paths of its files: those who may
+    steer it. Viewers and share links get studio.payloads' viewer forms (a one-line error, paths
+    relative to the run)."""
+    return can_control_run(user, run)
 
 
 def can_fork_run(user: User, run: Run) -> bool:

@@ -32,7 +32,7 @@ from django.views.decorators.http import require_GET, require_POST
 from prorl_engine.config import DataSource
 from prorl_engine.data.example import DOMAINS
 from prorl_engine.paths import DATA_REFUSED, MODEL_REFUSED, PathPolicy
-from studio.models import RegisteredDataset, RegisteredModel, Team
+from studio.models import RegisteredDataset, RegisteredModel, Team, uploads_root
 from studio.paths import User, operator_policy, path_policy_for, usable_datasets, usable_models
 from studio.permissions import teams_for_runs_of
 
@@ -144,7 +144,7 @@ class UploadForm(_EntryForm):
         from prorl_engine.data.sources import DataError, file_examples
 
         upload: UploadedFile = self.cleaned_data["file"]
-        folder = Path(settings.UPLOADS_DIR) / str(self.user.pk) / uuid.uuid4().hex
+        folder = uploads_root() / str(self.user.pk) / uuid.uuid4().hex  # RegisteredDataset.upload_folder
         folder.mkdir(parents=True)
         stored = folder / get_valid_filename(Path(upload.name).name)
         with open(stored, "wb") as handle:

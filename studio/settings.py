@@ -2,11 +2,24 @@
 
 Embedded defaults (SQLite under var/, a private Redis started by `studio.up`) need no variable at
 all; production sets DATABASE_URL, REDIS_URL, SECRET_KEY, DEBUG=false and ALLOWED_HOSTS.
+
+Production over HTTPS (each off by default, so the embedded http://127.0.0.1 keeps working; with all
+of them set, `manage.py check --deploy` is clean):
+    SECURE_HSTS_SECONDS=31536000       Strict-Transport-Security max-age (0: no header)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS=true, SECURE_HSTS_PRELOAD=true
+    SECURE_SSL_REDIRECT=true           http:// requests are redirected to https://
+    SESSION_COOKIE_SECURE=true, CSRF_COOKIE_SECURE=true   cookies only over HTTPS
+    SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto   behind a TLS proxy that sets this header to "https"
+    PRORL_PROXY_COUNT=1                how many reverse proxies append to X-Forwarded-For (the login
+                                       throttle then counts the client's address, not the proxy's)
+Login throttling (django-axes): PRORL_LOGIN_FAILURE_LIMIT failed logins (default 5) of one username
+from one address lock that pair out for PRORL_LOGIN_COOLOFF_S seconds (default 900) after the last.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -67,11 +80,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
+    "csp",
     "studio",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "studio.middleware.ContentSecurityPolicyMiddleware",
     "django.middleware.gzip.GZipMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -79,6 +95,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "studio.middleware.NotFoundMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
 ]
 
 ROOT_URLCONF = "studio.urls"
@@ -149,9 +167,89 @@ WORKER_LEASE_S = envfloat("PRORL_WORKER_LEASE_S", 60.0)
 WORKER_TORCH_THREADS = envint("PRORL_TORCH_THREADS", 1)
 CHART_POINTS = envint("PRORL_CHART_POINTS", 2000)
 
+# Paths a run may use (studio/paths.py, prorl_engine/paths.py): a model registered for you or your
+# team, a checkpoint of a run you may fork, or a path under the roots below. Lists are separated by
+# ":" and absolute. No root may hold the runs or uploads folder (everyone could read every run).
+#   PRORL_MODEL_ROOTS     model folders every user may train from (default: the committed demo model)
+#   PRORL_DATA_ROOTS      data files every user may train on (default: the engine's example files)
+#   PRORL_REGISTRY_ROOTS  where staff may register models and data sets for a person or a team
+#                         (default: the model and data roots)
+#   PRORL_CHECK_PATHS_ON_WEB=false  the web host does not look for permitted paths on its own disk
+#                         (models and data that exist only on the GPU workers); the worker still does
+#   PRORL_UPLOAD_MAX_MB   largest data file a user may upload (default 64)
+# tiny:NAME / base:NAME build only under MODEL_BUILD_DIR (the project's var folder).
+
+
+def envpaths(name: str, default: list[Path]) -> list[Path]:
+    """A ":"-separated list of absolute folders, normalised."""
+    raw = envstr(name, "")
+    paths = [Path(part) for part in raw.split(os.pathsep) if part] if raw else default
+    relative = [str(path) for path in paths if not path.is_absolute()]
+    if relative:
+        raise ImproperlyConfigured(f"{name} must list absolute folders, not {', '.join(relative)}")
+    return [Path(os.path.normpath(path)) for path in paths]
+
+
+MODEL_BUILD_DIR = VAR_DIR / "models"
+UPLOADS_DIR = VAR_DIR / "uploads"  # data files users upload, one folder per upload
+MODEL_ROOTS = envpaths("PRORL_MODEL_ROOTS", [BASE_DIR / "prorl_engine" / "configs" / "demo-base"])
+DATA_ROOTS = envpaths("PRORL_DATA_ROOTS", [BASE_DIR / "prorl_engine" / "data" / "examples"])
+REGISTRY_ROOTS = envpaths("PRORL_REGISTRY_ROOTS", MODEL_ROOTS + DATA_ROOTS)
+CHECK_PATHS_ON_WEB = envbool("PRORL_CHECK_PATHS_ON_WEB", True)
+UPLOAD_MAX_BYTES = envint("PRORL_UPLOAD_MAX_MB", 64) * 2**20
+for _name, _roots in (("PRORL_MODEL_ROOTS", MODEL_ROOTS), ("PRORL_DATA_ROOTS", DATA_ROOTS)):
+    for _root in _roots:
+        for _private in (RUNS_DIR, UPLOADS_DIR):
+            if Path(os.path.normpath(_private.absolute())).is_relative_to(_root):
+                raise ImproperlyConfigured(f"{_name}: {_root} holds {_private}: every user could read every "
+                                           "run's checkpoints or every upload; list narrower folders")
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# Login throttling (django-axes): the backend refuses a locked-out username + address pair before
+# the password is checked. API tokens and websockets never call authenticate(), so they are unaffected.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = envint("PRORL_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=envint("PRORL_LOGIN_COOLOFF_S", 900))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # one person's typos lock out no one else
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "studio.accounts.locked_out"
+AXES_CLIENT_IP_CALLABLE = "studio.accounts.client_ip"
+PROXY_COUNT = envint("PRORL_PROXY_COUNT", 0)
+
+# HTTPS in production (see the module docstring); the embedded defaults serve plain http://127.0.0.1.
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", False)
+# The header a TLS proxy sets to "https" (X-Forwarded-Proto): Django then trusts it for is_secure().
+_PROXY_SSL_HEADER = envstr("SECURE_PROXY_SSL_HEADER", "").strip().upper().replace("-", "_")
+SECURE_PROXY_SSL_HEADER = (f"HTTP_{_PROXY_SSL_HEADER}", "https") if _PROXY_SSL_HEADER else None
+
+# Content-Security-Policy (django-csp): scripts only from our static files (no inline script, no
+# eval: the charts are SVG traces, plotly's WebGL ones compile code with Function()), data only from
+# this origin and its websockets (studio.middleware adds ws(s)://<host>). Styles: our files, and the
+# two <style> elements plotly.min.js adds by itself, allowed by the SHA-256 of their text: an empty
+# one it fills through the CSSOM (hover labels, modebar), and maplibre's stylesheet. A new plotly.js
+# build may change the second: tests/browser/test_csp.py then fails and the browser names the hash.
+PLOTLY_STYLE_HASHES = ["'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",
+                       "'sha256-ji27qzEtxXZW+7dun6UwjHXJ18e6WAin1VvNtkzIE/o='"]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", *PLOTLY_STYLE_HASHES],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "run-list"
 LOGOUT_REDIRECT_URL = "login"
@@ -160,6 +258,15 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+
+# Request bodies, sized for the run form: about 60 short fields and a data mix of at most 128k
+# characters of YAML (prorl_engine.config.MAX_CONFIG_CHARS), which URL-encoding grows to about 3
+# bytes per punctuation character. Larger bodies and more fields are answered 400 by Django itself.
+# An uploaded file larger than FILE_UPLOAD_MAX_MEMORY_SIZE is streamed to a temporary file, not
+# held in memory (the forms refuse files over their own limits).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
+FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

@@ -140,6 +140,6 @@ def share_detail(request: HttpRequest, token: str) -> HttpResponse:
 
 @require_GET
 def share_metrics(request: HttpRequest, token: str) -> JsonResponse:
-    response = metrics_response(_shared_run(token))
+    response = metrics_response(_shared_run(token), details=False)
     response["Cache-Control"] = "private, no-store"
     return response

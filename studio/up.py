@@ -179,8 +179,6 @@ def main(argv: list[str] | None = None) -> None:
         server = children.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port),
                                            "studio.asgi:application"], env)
         wait_for_port(args.port, server, 60, "daphne")
-        if not args.no_demo_run:
-            launch_demo_run(args.demo_config)
         print(
             f"\n  ProRL Studio is up: http://127.0.0.1:{args.port}/\n"
             f"  log in as   {username}\n"
@@ -188,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
             f"  Ctrl-C stops the studio.\n",
             flush=True,
         )
+        if not args.no_demo_run:
+            launch_demo_run(args.demo_config)
         children.watch()
     except KeyboardInterrupt:
         log("Ctrl-C: stopping")

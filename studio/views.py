@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import yaml
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import F, FloatField, QuerySet
@@ -17,8 +18,10 @@ from prorl_engine.schedule import length_penalty_windows, planned_reset_steps
 from studio import presets
 from studio.forms import ImportYamlForm, RunForm, initial_from_config
 from studio.launch import launch_run
-from studio.models import Event, MetricPoint, Run, Sample
-from studio.permissions import can_control_run, can_manage_run, can_view_run, visible_runs
+from studio.models import Checkpoint, Event, MetricPoint, Run, Sample
+from studio.params import answers_bad_parameters, optional_id_param
+from studio.payloads import run_relative, shown_config, viewer_error, viewer_event
+from studio.permissions import can_control_run, can_manage_run, can_see_run_details, can_view_run, visible_runs
 from studio.series import chart_data
 
 SORTS = {
@@ -34,6 +37,25 @@ def _run_for(request: HttpRequest, run_id: int) -> Run:
     if not can_view_run(request.user, run):
         raise Http404("No such run")
     return run
+
+
+def stored_config(run: Run) -> RunConfig | None:
+    """The run's stored config as the engine reads it; None for one stored before a bound that
+    now refuses it (its page still shows it, as stored)."""
+    try:
+        return RunConfig.from_dict(run.config, check_paths=False)
+    except ConfigError:
+        return None
+
+
+def config_yaml(values: dict) -> str:
+    """A config dict (a run's `shown_config`) as YAML: every field as the engine reads it, or the
+    dict as stored where today's bounds refuse it. Text as it is ("…/model", not "\\u2026/model")."""
+    try:
+        values = RunConfig.from_dict(values, check_paths=False).to_dict()
+    except ConfigError:
+        pass
+    return yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
 
 
 def _progress(run: Run) -> dict:
@@ -56,12 +78,14 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @login_required
+@answers_bad_parameters(json_body=False)
 def run_new(request: HttpRequest) -> HttpResponse:
     clone_of = _clone_source(request)
     if request.method == "GET":
-        form = RunForm(initial={"name": "tiny run", **initial_from_config(presets.default_values())})
+        form = RunForm(initial={"name": "tiny run", **initial_from_config(presets.default_values())},
+                       user=request.user)
         return _render_new(request, form, clone_of)
-    form = RunForm(request.POST)
+    form = RunForm(request.POST, user=request.user)
     if not form.is_valid():
         return _render_new(request, form, clone_of, status=400)
     run = launch_run(request.user, form.cleaned_data["name"], form.config, cloned_from=clone_of)
@@ -69,10 +93,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
 
 
 def _clone_source(request: HttpRequest) -> Run | None:
-    raw = request.GET.get("clone_of", "")
-    if not raw.isdigit():
-        return None
-    return _run_for(request, int(raw))
+    clone_id = optional_id_param(request.GET, "clone_of")
+    return None if clone_id is None else _run_for(request, clone_id)
 
 
 def _render_new(request: HttpRequest, form: RunForm, clone_of: Run | None = None,
@@ -84,12 +106,13 @@ def _render_new(request: HttpRequest, form: RunForm, clone_of: Run | None = None
 @require_POST
 @login_required
 def run_import(request: HttpRequest) -> HttpResponse:
-    import_form = ImportYamlForm(request.POST, request.FILES)
+    import_form = ImportYamlForm(request.POST, request.FILES, user=request.user)
     if not import_form.is_valid():
-        form = RunForm(initial={"name": "imported run", **initial_from_config(presets.default_values())})
+        form = RunForm(initial={"name": "imported run", **initial_from_config(presets.default_values())},
+                       user=request.user)
         return _render_new(request, form, import_form=import_form, status=400)
     config: RunConfig = import_form.cleaned_data["config"]
-    form = RunForm(initial={"name": "imported run", **initial_from_config(config.to_dict())})
+    form = RunForm(initial={"name": "imported run", **initial_from_config(config.to_dict())}, user=request.user)
     return _render_new(request, form)
 
 
@@ -97,14 +120,16 @@ def run_import(request: HttpRequest) -> HttpResponse:
 @login_required
 def run_preview(request: HttpRequest) -> JsonResponse:
     """The schedule of the config being edited: length-penalty windows and planned resets."""
-    form = RunForm(request.POST)
+    form = RunForm(request.POST, user=request.user)
     form.is_valid()
-    try:
-        config = RunConfig.from_dict(form.values, check_paths=False)
+    try:  # the person's path rules hold here too, without looking at the disk
+        config = RunConfig.from_dict(form.values, check_paths=False, path_policy=form.path_policy)
     except ConfigError as exc:
-        return JsonResponse({"errors": [f"{name}: {message}" for name, message in exc.errors]})
+        return JsonResponse({"errors": [f"{name}: {message}" for name, message in exc.errors]}, status=400)
+    points = settings.CHART_POINTS  # the preview chart shows the whole run: its marks at chart resolution
     return JsonResponse({
-        "steps": config.steps, "windows": length_penalty_windows(config), "resets": planned_reset_steps(config),
+        "steps": config.steps, "windows": length_penalty_windows(config, points=points),
+        "resets": planned_reset_steps(config, points=points),
     })
 
 
@@ -117,17 +142,30 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 def render_run_page(request: HttpRequest, run: Run, share_token: str = "") -> HttpResponse:
     """The run page of a run the request may see; with `share_token`, the read-only page of a share
     link (studio.sharing), whose metrics and websocket are reached through the token."""
+    details = not share_token and can_see_run_details(request.user, run)
     context = {
         "share_token": share_token,
         "run": run,
+        "run_error": run.error if details else viewer_error(run.error, run.run_dir),
         "progress": _progress(run),
-        "events": run.events.order_by("-step", "-id")[:30],
-        "checkpoints": run.checkpoints.order_by("-step")[:10],
-        "config_yaml": RunConfig.from_dict(run.config, check_paths=False).to_yaml(),
+        "events": [_shown_event(e.as_payload(), run, details) for e in run.events.order_by("-step", "-id")[:30]],
+        "checkpoints": [_shown_checkpoint(c, run, details) for c in run.checkpoints.order_by("-step")[:10]],
+        "config_yaml": config_yaml(shown_config(run, details)),
         "can_control": can_control_run(request.user, run),
         "can_manage": can_manage_run(request.user, run),
     }
     return render(request, "studio/run_detail.html", context)
+
+
+def _shown_event(event: dict, run: Run, details: bool) -> dict:
+    """The event payload as stored for those who see the run's details, else its viewer form."""
+    return event if details else viewer_event(event, run.run_dir)
+
+
+def _shown_checkpoint(checkpoint: Checkpoint, run: Run, details: bool) -> dict:
+    """{"pk", "step", "path"}: the path on the workers, or for a viewer relative to the run ("" outside it)."""
+    path = checkpoint.path if details else run_relative(checkpoint.path, run.run_dir) or ""
+    return {"pk": checkpoint.pk, "step": checkpoint.step, "path": path}
 
 
 @require_GET
@@ -135,25 +173,30 @@ def render_run_page(request: HttpRequest, run: Run, share_token: str = "") -> Ht
 def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
     """Every curve of the run (downsampled to about CHART_POINTS points each), its resets,
     length-penalty windows, progress and recent samples: what the run page draws first."""
-    return metrics_response(_run_for(request, run_id))
+    run = _run_for(request, run_id)
+    return metrics_response(run, details=can_see_run_details(request.user, run))
 
 
-def metrics_response(run: Run) -> JsonResponse:
+def metrics_response(run: Run, details: bool) -> JsonResponse:
+    """The run page's data; `details`: the full error and server paths (else the viewer forms of
+    studio.payloads: what team viewers and share links get)."""
     rows = MetricPoint.objects.filter(run=run).order_by("step").values_list("step", "values")
-    config = RunConfig.from_dict(run.config, check_paths=False)
+    config = stored_config(run)
     resets = Event.objects.filter(run=run, kind="reset").order_by("step", "id")
     samples = Sample.objects.filter(run=run).order_by("-step", "-id")[:RECENT_SAMPLES]
     return JsonResponse({
         "run": run.pk,
         "status": run.status,
-        "error": run.error,
+        "error": run.error if details else viewer_error(run.error, run.run_dir),
         "worker_lost": run.worker_lost(),
         "progress": _progress(run),
         "last_step": run.last_step,
         "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS),
-        "resets": [event.as_payload() for event in resets],
-        "commands": [event.as_payload() for event in Event.objects.filter(run=run, kind="command").order_by("step", "id")],
-        "windows": length_penalty_windows(config),
+        "resets": [_shown_event(event.as_payload(), run, details) for event in resets],
+        "commands": [_shown_event(event.as_payload(), run, details)
+                     for event in Event.objects.filter(run=run, kind="command").order_by("step", "id")],
+        # the charts span the planned run: its windows at chart resolution (bounded for 10^6 steps)
+        "windows": length_penalty_windows(config, points=settings.CHART_POINTS) if config else [],
         "samples": [sample.as_payload() for sample in reversed(samples)],
         "server_time": time.time(),
     })
@@ -163,7 +206,7 @@ def metrics_response(run: Run) -> JsonResponse:
 @login_required
 def run_config_yaml(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_for(request, run_id)
-    text = RunConfig.from_dict(run.config, check_paths=False).to_yaml()
+    text = config_yaml(shown_config(run, can_see_run_details(request.user, run)))
     response = HttpResponse(text, content_type="application/yaml; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="run-{run.pk}.yaml"'
     return response
@@ -173,5 +216,6 @@ def run_config_yaml(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 def run_clone(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_for(request, run_id)
-    form = RunForm(initial={"name": f"{run.name} (copy)", **initial_from_config(run.config)})
+    config = shown_config(run, can_see_run_details(request.user, run))  # a viewer names the model and data anew
+    form = RunForm(initial={"name": f"{run.name} (copy)", **initial_from_config(config)}, user=request.user)
     return _render_new(request, form, clone_of=run)

@@ -5,6 +5,11 @@ of the config stored with the comparison (the same prompts the run's own evaluat
 stores `Comparison.to_dict()` on the row. Production runs CPU or GPU workers with
 `--queues eval`; the embedded default's one worker listens to `gpu,eval`, so a comparison waits
 for a training run in progress to finish.
+
+Paths are checked again here, on this machine's disk, as worker/tasks.py checks a run's: each model
+under the comparison owner's rules (studio.paths), the held-out data under the rules of the run it
+comes from (which the owner must still be allowed to see). A comparison stored by any route (an
+admin edit, an old row) that names a path they may not use fails with the message a run gets.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from studio.models import Comparison
+from prorl_engine.config import ConfigError, RunConfig
+from prorl_engine.paths import MODEL_REFUSED
+from studio.models import Comparison, Run
+from studio.permissions import can_view_run
 
 log = logging.getLogger(__name__)
 Status = Comparison.Status
@@ -43,30 +51,33 @@ def run_comparison(comparison_id: int) -> str:
         return "done"
     try:
         result = evaluate_comparison(comparison)
+    except ConfigError as exc:  # a path the owner may not use, as worker/tasks.py reports it for a run
+        return _fail(comparison_id, f"invalid config: {exc}")
     except Exception as exc:
         log.exception("comparison %s failed", comparison_id)
-        error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=6)}"
-        Comparison.objects.filter(pk=comparison_id).update(status=Status.FAILED, error=error,
-                                                           finished_at=timezone.now())
-        return "failed"
+        return _fail(comparison_id, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=6)}")
     Comparison.objects.filter(pk=comparison_id).update(status=Status.FINISHED, result=result,
                                                        finished_at=timezone.now())
     return "finished"
+
+
+def _fail(comparison_id: int, error: str) -> str:
+    Comparison.objects.filter(pk=comparison_id).update(status=Status.FAILED, error=error, finished_at=timezone.now())
+    return "failed"
 
 
 def evaluate_comparison(comparison: Comparison) -> dict[str, Any]:
     import torch
 
     from prorl_engine.compare import compare
-    from prorl_engine.config import RunConfig
 
     torch.set_num_threads(settings.WORKER_TORCH_THREADS)
     options = comparison.settings
-    config = RunConfig.from_dict(options["config"], check_paths=False)
+    models = permitted_models(comparison)
+    config = permitted_prompts_config(comparison)
     examples = held_out_examples(config, options["prompts"])
     if not examples:
         raise ValueError("the data mix of the chosen config holds out no prompts (eval_size is 0 everywhere)")
-    models = {entry["label"]: entry["path"] for entry in comparison.entries}
     result = compare(
         models, examples, n=options["n"], ks=options["ks"], temperature=config.eval_temperature,
         top_p=config.eval_top_p, max_new_tokens=options["max_new_tokens"], seed=config.seed,
@@ -94,6 +105,44 @@ def held_out_examples(config, count: int) -> list:
                 chosen.append(items[position])
         position += 1
     return chosen
+
+
+def permitted_models(comparison: Comparison) -> dict[str, str]:
+    """label -> the model_path to load, each as the owner's path rules locate it for a run of theirs
+    (studio.paths.path_policy_for, this machine's disk checked); ConfigError on `model_path` with
+    the run's message for any they may not use (a checkpoint of a run they may no longer compare
+    included)."""
+    from prorl_engine.modeling import MODEL_BUILDERS
+    from studio.paths import path_policy_for
+
+    policy = path_policy_for(comparison.owner, check_disk=True)
+    models = {}
+    for entry in comparison.entries:
+        located = policy.locate_model(str(entry.get("path") or ""), MODEL_BUILDERS)
+        if located is None:
+            raise ConfigError([("model_path", MODEL_REFUSED)])
+        models[entry["label"]] = located.model_path
+    return models
+
+
+def permitted_prompts_config(comparison: Comparison) -> RunConfig:
+    """The stored config whose held-out prompts the models answer, its data files located under the
+    rules of the run it was taken from (studio.paths.run_path_policy, as that run's worker reads
+    them); ConfigError when the owner may no longer see that run or a file is not one it may use."""
+    from studio.paths import run_path_policy
+
+    options = comparison.settings
+    config = RunConfig.from_dict(options["config"], check_paths=False)
+    prompts_run = Run.objects.select_related("owner", "parent_run").filter(pk=options.get("prompts_run")).first()
+    if prompts_run is None or not can_view_run(comparison.owner, prompts_run):
+        raise ConfigError([("prompts_from", "the run whose held-out prompts the models answer is gone, "
+                                            "or its owner's team no longer lets you see it")])
+    try:
+        data = run_path_policy(prompts_run).resolve_data(config.data)
+    except ValueError as refused:  # "data[i]: <DATA_REFUSED>"
+        field, _, message = str(refused).partition(": ")
+        raise ConfigError([(field, message)]) from None
+    return RunConfig.from_dict({**config.to_dict(), "data": data}, check_paths=False)
 
 
 def _jsonable(value: Any) -> Any:

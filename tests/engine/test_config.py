@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import time
 
 import pytest
+import yaml
 
-from prorl_engine.config import GROUPS, ConfigError, RunConfig
+from prorl_engine.config import BOUNDS, GROUPS, ConfigError, RunConfig
 
 
 @pytest.fixture
@@ -234,3 +237,185 @@ def test_spec_named_knobs_exist_with_the_spec_defaults():
     for name in ("max_response_tokens", "max_generation_batches", "reset_interval", "kl_reset_threshold",
                  "reset_patience", "learning_rate", "seed", "steps"):
         assert hasattr(config, name)
+
+
+def test_filter_on_defaults_to_the_verifiers_reward_and_refuses_anything_but_verifier_or_shaped(alice):
+    assert RunConfig.from_dict(alice).filter_on == "verifier"
+    assert RunConfig.from_dict({**alice, "filter_on": "shaped"}).filter_on == "shaped"
+    errors = errors_of({**alice, "filter_on": "both"})
+    assert errors["filter_on"] == "must be one of verifier, shaped, not 'both'"
+    spec = next(s for s in RunConfig.field_specs() if s.name == "filter_on")
+    assert spec.group == "algorithm" and spec.choices == ("verifier", "shaped") and "verifier" in spec.help
+
+
+# --- bounds on every number and text, and YAML read with limits (issue 11) ----------------------
+
+def test_steps_of_2_to_the_31_are_refused_fast_with_a_named_message(alice):
+    started = time.perf_counter()
+    errors = errors_of({**alice, "steps": 2**31})
+    assert time.perf_counter() - started < 1.0
+    assert errors["steps"] == ("must be at most 1,000,000: v2 ran 3,000; 10^6 keeps step numbers inside the "
+                               "database's integer columns")
+    assert RunConfig.from_dict({**alice, "steps": 10**6}).steps == 10**6  # the bound itself is a valid run
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"learning_rate": 2**31}, "learning_rate", "must be at most 1: "),
+    ({"temperature": 1e40}, "temperature", "must be at most 10: "),
+    ({"eval_temperature": 10.5}, "eval_temperature", "must be at most 10: "),
+    ({"prompts_per_step": 4097}, "prompts_per_step", "must be at most 4,096: "),
+    ({"samples_per_prompt": 1025}, "samples_per_prompt", "must be at most 1,024: "),
+    ({"max_response_tokens": 131_073}, "max_response_tokens", "must be at most 131,072: "),
+    ({"max_prompt_tokens": 10**9}, "max_prompt_tokens", "must be at most 131,072: "),
+    ({"seed": -1}, "seed", "must be at least 0: numpy"),
+    ({"seed": 2**32}, "seed", "must be at most 4,294,967,295: "),
+    ({"format_penalty": -2}, "format_penalty", "must be at least -1: "),
+    ({"truncated_reward": 1.5}, "truncated_reward", "must be at most 1: "),
+    ({"beta": 11}, "beta", "must be at most 10: "),
+    ({"eps_high": 50}, "eps_high", "must be at most 10: "),
+    ({"lambda_len": 1e6}, "lambda_len", "must be at most 10: "),
+    ({"eta_min": -1e9}, "eta_min", "must be at least -10: "),
+    ({"reset_interval": 10**7}, "reset_interval", "must be at most 1,000,000: "),
+    ({"kl_reset_threshold": 1e3}, "kl_reset_threshold", "must be at most 100: "),
+    ({"max_generation_batches": 10**5}, "max_generation_batches", "must be at most 1,024: "),
+    ({"eval_samples": 4096, "eval_k": [1]}, "eval_samples", "must be at most 1,024: "),
+    ({"eval_k": [1] * 33}, "eval_k", "at most 32"),
+    ({"samples_per_step_logged": 10**6}, "samples_per_step_logged", "must be at most 1,024: "),
+    ({"prompts_per_step": 4096, "samples_per_prompt": 32}, "prompts_per_step", "131,072 responses per step"),
+    ({"prompts_per_step": 4096, "samples_per_prompt": 16, "max_response_tokens": 131_072}, "max_response_tokens",
+     "tokens; at most 1,073,741,824"),
+])
+def test_an_absurd_value_is_refused_with_its_bound_and_reason(alice, change, field, words):
+    errors = errors_of({**alice, **change}, check_paths=False)
+    assert words in errors[field], errors
+
+
+@pytest.mark.parametrize("source, words", [
+    ({"task": "chain_sum", "size": 10**20}, "size must be at most 1,000,000: "),
+    ({"task": "chain_sum", "size": 1e20}, "size must be a whole number >= 1, not 1e+20"),
+    ({"task": "chain_sum", "eval_size": 10**6}, "eval_size must be at most 100,000: "),
+    ({"task": "chain_sum", "eval_size": True}, "eval_size must be a whole number >= 0"),
+    ({"task": "chain_sum", "weight": 1e9}, "weight must be at most 1,000,000: "),
+    ({"task": "chain_sum", "task_": 1, 2: 3, None: 4}, "unknown keys 2, None, task_"),
+    ({"task": "x" * 201}, "task is 201 characters long; at most 200"),
+    ({"task": "chain_sum", "instruction": "x" * 5000}, "instruction is 5,000 characters long; at most 4,096"),
+    ({"task": "chain_sum", "instruction": "say \x00"}, "instruction contains a NUL character"),
+    ({"task": "mine", "source": "file", "path": "/tmp/\x00x.jsonl"}, "path contains a NUL character"),
+    ({"task": "mine", "source": "file", "path": "/" + "a" * 10**6}, "path is 1,000,001 characters long"),
+    ({"task": "chain_sum", "params": {"size": 10**20}}, "params may not set size"),
+    ({"task": "chain_sum", "params": {"when": datetime.date(2020, 1, 1)}}, "params values must be text, numbers"),
+    ({"task": "chain_sum", "params": {"x": float("nan")}}, "params values must be finite numbers"),
+    ({"task": "chain_sum", "params": {1: 2}}, "params keys must be short text"),
+    ({"task": "chain_sum", "params": {"x": [[[[[[[[1]]]]]]]]}}, "params are nested deeper than 8 levels"),
+    ({"task": "chain_sum", "params": {"x": list(range(2000))}}, "params hold more than 1,000 values"),
+])
+def test_a_data_source_out_of_bounds_is_refused_before_any_path_is_used(alice, source, words):
+    errors = errors_of({**alice, "data": [source]})  # paths checked: a NUL or 1 MB path must not reach the disk
+    assert words in errors["data[0]"], errors
+    assert len(errors["data[0]"]) < 300  # no value is echoed whole
+
+
+def test_params_that_share_values_are_walked_within_a_budget(alice):
+    """A billion laughs built from shared Python lists (40^4 values): refused in a few steps, never expanded."""
+    value: list = ["lol"] * 40
+    for _ in range(3):
+        value = [value] * 40
+    started = time.perf_counter()
+    errors = errors_of({**alice, "data": [{"task": "chain_sum", "params": {"x": value}}]})
+    assert time.perf_counter() - started < 1.0
+    assert "more than 1,000 values" in errors["data[0]"]
+
+
+def test_too_many_sources_are_refused_without_checking_each():
+    errors = errors_of({"model_path": "tiny:x", "data": [{"task": "chain_sum"}] * 257}, check_paths=False)
+    assert errors["data"].startswith("has 257 sources; at most 256")
+
+
+def test_a_huge_or_nul_model_path_is_refused_without_touching_the_disk(alice):
+    started = time.perf_counter()
+    errors = errors_of({**alice, "model_path": "a" * 10**6})
+    assert errors["model_path"] == "is 1,000,000 characters long; at most 4,096"
+    assert time.perf_counter() - started < 1.0
+    assert errors_of({**alice, "model_path": "/tmp/\x00model"})["model_path"] == "contains a NUL character"
+    with pytest.raises(ConfigError) as caught:  # validate() on a built config too, not only from_dict
+        RunConfig(model_path="/tmp/\x00model").validate()
+    assert dict(caught.value.errors)["model_path"] == "contains a NUL character"
+    assert "surrogate" in errors_of({**alice, "model_path": "/tmp/\udc80"})["model_path"]
+
+
+def test_messages_never_echo_a_huge_value(alice):
+    errors = errors_of({**alice, "steps": "9" * 100_000, "beta": "x" * 100_000, "x" * 100_000: 1})
+    assert all(len(name) < 100 and len(message) < 200 for name, message in errors.items()), errors
+    assert errors["steps"].startswith("must be a whole number, not '9999")
+    assert "must be a whole number" in errors_of({**alice, "steps": "²"})["steps"]  # a digit to isdigit only
+
+
+def test_a_config_too_large_to_store_is_refused(alice):
+    sources = [{"task": "chain_sum", "size": 20, "instruction": "x" * 4000}] * 40  # each part within its bound
+    errors = errors_of({**alice, "data": sources})
+    assert errors["config"].startswith("is 16") and "at most 131,072" in errors["config"]
+
+
+def test_every_number_has_a_documented_bound_and_every_default_lies_in_it():
+    numeric = {spec.name for spec in RunConfig.field_specs()
+               if spec.kind in ("int", "float", "optional_int", "optional_float")}
+    assert numeric == set(BOUNDS)
+    defaults = RunConfig()
+    for name, bound in BOUNDS.items():
+        assert bound.low <= bound.high and bound.why, name
+        value = getattr(defaults, name)
+        assert value is None or bound.low <= value <= bound.high, name
+    for spec in RunConfig.field_specs():
+        assert "\n" not in spec.help, spec.name  # the form shows one line
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "demo.yaml"])
+def test_the_shipped_configs_lie_within_the_bounds(name):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "prorl_engine" / "configs" / name).read_text()
+    assert RunConfig.from_yaml(text, check_paths=False).steps >= 1
+
+
+BOMB = "\n".join(["model_path: tiny:x", "data:", "  - task: chain_sum", "    params:",
+                  '      a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+                 + [f"      {b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")])
+
+
+def test_a_yaml_alias_bomb_in_the_params_is_refused_in_milliseconds():
+    assert len(BOMB) < 1600
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_yaml(BOMB, check_paths=False)
+    assert time.perf_counter() - started < 0.1
+    assert caught.value.errors == [("config", "refused: more than 64 aliases (*name) in the YAML text")]
+
+
+def test_yaml_nested_5000_levels_is_a_config_error_not_a_recursion_error():
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_yaml("data: " + "[" * 5000 + "]" * 5000, check_paths=False)
+    assert time.perf_counter() - started < 0.5
+    assert caught.value.errors == [("config", "refused: the YAML text is nested deeper than 32 levels")]
+
+
+def test_yaml_anchors_within_the_limits_are_fine_and_dates_stay_text(alice):
+    text = yaml.safe_dump({**alice, "data": []}) + (
+        "data:\n  - {task: chain_sum, size: 20, params: &p {min_terms: 2, max_terms: 2, note: 2020-01-01}}\n"
+        "  - {task: chain_sum, size: 30, params: *p}\n")
+    config = RunConfig.from_yaml(text)
+    assert config.data[1]["params"] == {"min_terms": 2, "max_terms": 2, "note": "2020-01-01"}
+    assert json.loads(json.dumps(config.to_dict()))["data"][0]["params"]["note"] == "2020-01-01"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("steps: !!binary aGVsbG8=", "binary values are not accepted"),
+    ("steps: " + "9" * 40, "an integer longer than 32 characters"),
+    ("a: &a [*a]", "contains it"),
+    ("x: y\n" + "#" * 140_000, "at most 131,072 are read"),
+    ("steps: [1,\n", "not valid YAML"),
+])
+def test_yaml_over_a_limit_or_not_yaml_is_refused_on_config(text, words):
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_yaml(text, check_paths=False)
+    assert caught.value.errors[0][0] == "config" and words in caught.value.errors[0][1]

@@ -371,26 +371,33 @@ def test_the_descriptor_climb_stops_below_the_first_folder_others_may_not_search
 
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: binds the environment under a 0700 folder")
-def test_an_environment_under_a_folder_nobody_may_search_still_scores_in_the_sandbox(tmp_path):
+def test_an_environment_under_a_folder_nobody_may_search_still_scores_in_the_sandbox():
     """A clone made by `mktemp -d` (0700) puts the virtualenv where nobody cannot bind it by path:
-    the helper imports it from an inherited descriptor instead, and scores as usual."""
+    the helper imports it from an inherited descriptor instead, and scores as usual.
+
+    The environment is bound read-only, outside pytest's temporary folders: another pytest session
+    cleaning up old temporary folders must never delete through the mount into the real environment."""
     import subprocess
 
-    closed = tmp_path / "closed"
-    (closed / "venv").mkdir(parents=True)
-    closed.chmod(0o700)
-    if subprocess.run(["mount", "--bind", sys.prefix, str(closed / "venv")], capture_output=True).returncode:
+    closed = Path(tempfile.mkdtemp(prefix="prorl-closed-"))  # 0700
+    mount_point = closed / "venv"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "--bind", sys.prefix, str(mount_point)], capture_output=True).returncode:
+        shutil.rmtree(closed)
         pytest.skip("cannot bind-mount here")
     try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount_point)], check=True, capture_output=True)
         script = (
             "from prorl_engine.verifiers.math import MathVerifier\n"
             "from prorl_engine.data.example import Example\n"
             "v = MathVerifier().verify('\\\\boxed{\\\\frac{1}{2}}', Example(uid='m', domain='math', task='m', prompt='p', answer='0.5'))\n"
             "print(v.reward, v.details)\n"
         )
-        done = subprocess.run([str(closed / "venv" / "bin" / "python"), "-c", script], capture_output=True, text=True,
+        done = subprocess.run([str(mount_point / "bin" / "python"), "-c", script], capture_output=True, text=True,
                               cwd=PROJECT, timeout=240)
     finally:
-        subprocess.run(["umount", str(closed / "venv")], check=True)
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+        mount_point.rmdir()  # an empty folder once unmounted: rmdir, never a recursive delete
+        closed.rmdir()
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("1.0 "), done.stdout
