@@ -5,14 +5,15 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system up test test-fast bench demo clean
+.PHONY: setup system up lint test test-fast bench demo constraints clean
 
 # Python environment: torch first, from the CPU wheel on disk (any other torch pulls gigabytes).
-$(STAMP): pyproject.toml
+# constraints.txt pins every package to the version CI tests with (the tests assert measured figures).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -c constraints.txt --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,7 +25,11 @@ system:
 up: setup system
 	$(PY) -m studio.up
 
-test: setup system
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup system lint
 	$(VENV)/bin/pytest -q
 
 test-fast: setup
@@ -36,6 +41,12 @@ bench: setup
 
 demo: setup
 	$(VENV)/bin/prorl --threads 2 train prorl_engine/configs/demo.yaml --out runs/demo
+
+# After changing a dependency in pyproject.toml: install it into .venv, then write the new pins.
+constraints:
+	{ echo "# The exact versions CI tests with (the tests assert measured figures); make setup installs with -c constraints.txt."; \
+	  echo "# Regenerate after changing a dependency in pyproject.toml: make constraints (pip freeze of .venv, without the project)."; \
+	  $(PIP) freeze --all --exclude-editable | grep -v '^#'; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) runs var

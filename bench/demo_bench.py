@@ -22,20 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prorl_engine.ablations import NullSink, evaluate_now, generated_tokens  # noqa: E402
+from prorl_engine.ablations.runs import evaluate_now  # noqa: E402
 from prorl_engine.config import RunConfig  # noqa: E402
-from prorl_engine.events import FanoutSink, JsonlSink  # noqa: E402
+from prorl_engine.events import FanoutSink, JsonlSink, MemorySink  # noqa: E402
 from prorl_engine.trainer import Trainer  # noqa: E402
-
-
-class Recorder(NullSink):
-    """Keeps every step's metrics in memory."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-
-    def metrics(self, step: int, values: dict[str, float]) -> None:
-        self.rows.append({"step": step, **values})
 
 
 def main() -> None:
@@ -52,7 +42,7 @@ def main() -> None:
         config = config.replace(steps=args.steps)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    recorder = Recorder()
+    recorder = MemorySink()
     sink = FanoutSink(JsonlSink(out), recorder)
     started = time.time()
     trainer = Trainer(config, out, sink)
@@ -62,20 +52,30 @@ def main() -> None:
     minutes = (time.time() - started) / 60
     sink.close()
 
-    tokens = sum(generated_tokens(row, config) for row in recorder.rows)
-    trainer_tps = [row["throughput/tokens_per_s"] for row in recorder.rows]
-    print(f"demo: {config.steps} steps, B={config.prompts_per_step} G={config.samples_per_prompt} "
-          f"T={config.max_response_tokens}, {torch.get_num_threads()} threads, {after['eval/prompts']} held-out prompts "
-          f"x {config.eval_samples} samples")
+    tokens = sum(row["sampling/generated_tokens"] for row in recorder.metrics_rows)
+    trainer_tps = [row["throughput/tokens_per_s"] for row in recorder.metrics_rows]
+    print(
+        f"demo: {config.steps} steps, B={config.prompts_per_step} G={config.samples_per_prompt} "
+        f"T={config.max_response_tokens}, {torch.get_num_threads()} threads, {after['eval/prompts']} held-out prompts "
+        f"x {config.eval_samples} samples"
+    )
     print(f"{'':26s}{'before':>10s}{'after':>10s}")
-    for key in [f"eval/all/pass@{j}" for j in config.eval_k] + ["eval/all/mean_length", "eval/all/shows_work_frac"] + sorted(
-            key for key in before if key.endswith("/pass@1") and key not in ("eval/all/pass@1", "eval/logic/pass@1")):
+    for key in (
+        [f"eval/all/pass@{j}" for j in config.eval_k]
+        + ["eval/all/mean_length", "eval/all/shows_work_frac"]
+        + sorted(
+            key for key in before if key.endswith("/pass@1") and key not in ("eval/all/pass@1", "eval/logic/pass@1")
+        )
+    ):
         print(f"{key:26s}{before[key]:10.3f}{after[key]:10.3f}")
     print(f"minutes (evaluations included): {minutes:.1f}")
-    print(f"generated tokens: {tokens:,.0f}; tokens/s over the run: {tokens / (minutes * 60):.0f}; "
-          f"trainer throughput/tokens_per_s (mean): {sum(trainer_tps) / len(trainer_tps):.0f}")
-    (out / "bench.json").write_text(json.dumps({"before": before, "after": after, "minutes": minutes, "tokens": tokens},
-                                               indent=2), encoding="utf-8")
+    print(
+        f"generated tokens: {tokens:,.0f}; tokens/s over the run: {tokens / (minutes * 60):.0f}; "
+        f"trainer throughput/tokens_per_s (mean): {sum(trainer_tps) / len(trainer_tps):.0f}"
+    )
+    (out / "bench.json").write_text(
+        json.dumps({"before": before, "after": after, "minutes": minutes, "tokens": tokens}, indent=2), encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":

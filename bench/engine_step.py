@@ -31,8 +31,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="prorl_engine/configs/tiny.yaml")
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1 is several times faster than 2 on a 2-core machine with any other load)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is several times faster than 2 on a 2-core machine with any other load)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -50,14 +54,20 @@ def main() -> None:
     G = config.samples_per_prompt
     generated = sum(r["length/mean"] * config.prompts_per_step * G * r["sampling/generation_batches"] for r in rows)
     trained = sum(r["length/mean"] * r["sampling/kept_groups"] * G for r in rows)
-    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
-               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak_mb = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if torch.cuda.is_available()
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
     print(f"config               {args.config} (B={config.prompts_per_step}, G={G}, T={config.max_response_tokens})")
     print(f"device, threads      {trainer.device}, {torch.get_num_threads()}")
     print(f"steps measured       {len(rows)} (after one warm-up step)")
     print(f"rollout tokens/s     {generated / rollout_s:,.0f}  ({generated:,.0f} tokens in {rollout_s:.2f} s)")
-    print(f"train tokens/s       {trained / train_s:,.0f}  ({trained:,.0f} tokens in {train_s:.2f} s)" if train_s
-          else "train tokens/s       n/a (no group kept)")
+    print(
+        f"train tokens/s       {trained / train_s:,.0f}  ({trained:,.0f} tokens in {train_s:.2f} s)"
+        if train_s
+        else "train tokens/s       n/a (no group kept)"
+    )
     print(f"step time            {(rollout_s + train_s) / len(rows):.3f} s")
     print(f"peak memory          {peak_mb:,.0f} MiB")
 

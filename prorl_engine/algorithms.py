@@ -7,7 +7,8 @@ Shapes: N groups (prompts), G samples per group, M sequences in a (mini)batch, T
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -31,12 +32,22 @@ def reinforce_pp_baseline_advantages(rewards: torch.Tensor, lengths: torch.Tenso
     return (centered - mu) / (sigma + eps)
 
 
-def grpo_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def grpo_advantages(rewards: torch.Tensor, lengths: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
     """GRPO (for comparison): A_i = (R_i - mean_group R) / (std_group R + eps), unbiased std.
 
-    rewards: (N, G) -> (N, G).
+    rewards: (N, G) -> (N, G). `lengths` is taken for the estimators' common signature and not
+    used: every response weighs once, whatever its length.
     """
     return (rewards - rewards.mean(dim=1, keepdim=True)) / (rewards.std(dim=1, keepdim=True) + eps)
+
+
+AdvantageEstimator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(rewards (N, G), response lengths (N, G)) -> advantages (N, G), one A_i per response."""
+
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {
+    "reinforce_pp_baseline": reinforce_pp_baseline_advantages,  # ProRL v2 (the default)
+    "grpo": grpo_advantages,  # for comparison
+}
 
 
 # --- PPO-clip with clip-higher (section 7) --------------------------------------------------------
@@ -69,18 +80,47 @@ def ppo_clip_loss(
     return pg_loss, stats
 
 
-def aggregate_token_mean(values: torch.Tensor, mask: torch.Tensor, total_tokens: float | None = None) -> torch.Tensor:
-    """Sum over all tokens of the batch / number of tokens (default aggregation).
+@dataclass(frozen=True)
+class BatchSize:
+    """The response tokens and sequences of a whole minibatch: the normalisers its micro-batches share,
+    so that their losses, accumulated, sum to the minibatch's loss."""
 
-    `total_tokens` lets gradient-accumulation micro-batches divide by the whole minibatch's count.
+    tokens: float
+    sequences: float
+
+
+def aggregate_token_mean(values: torch.Tensor, mask: torch.Tensor, whole: BatchSize | None = None) -> torch.Tensor:
+    """Token-mean over the whole batch (the default aggregation).
+
+        L = sum_{i, t} mask_it * values_it / sum_{i, t} mask_it
+
+    values, mask: (M, T) -> scalar. `whole`: the denominator is the whole minibatch's token count
+    (gradient-accumulation micro-batches); without it, this batch's own count.
     """
-    return (values * mask).sum() / (total_tokens if total_tokens is not None else mask.sum().clamp(min=1))
+    return (values * mask).sum() / (whole.tokens if whole is not None else mask.sum().clamp(min=1))
 
 
-def aggregate_seq_mean_token_mean(values: torch.Tensor, mask: torch.Tensor, total_seqs: float | None = None) -> torch.Tensor:
-    """Mean over sequences of each sequence's token mean (the option)."""
+def aggregate_seq_mean_token_mean(
+    values: torch.Tensor, mask: torch.Tensor, whole: BatchSize | None = None
+) -> torch.Tensor:
+    """Sequence-mean of each sequence's token mean (the option).
+
+        L = (1 / M) sum_i [ sum_t mask_it * values_it / sum_t mask_it ]
+
+    values, mask: (M, T) -> scalar. `whole`: M is the whole minibatch's sequence count; without it,
+    this batch's own.
+    """
     per_seq = (values * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-    return per_seq.sum() / (total_seqs if total_seqs is not None else values.shape[0])
+    return per_seq.sum() / (whole.sequences if whole is not None else values.shape[0])
+
+
+LossAggregation = Callable[[torch.Tensor, torch.Tensor, BatchSize | None], torch.Tensor]
+"""(per-token loss (M, T), mask (M, T), the whole minibatch's size) -> the scalar loss."""
+
+LOSS_AGGREGATIONS: dict[str, LossAggregation] = {
+    "token_mean": aggregate_token_mean,  # the default
+    "seq_mean_token_mean": aggregate_seq_mean_token_mean,  # the option
+}
 
 
 # --- KL to the reference (section 8) ---------------------------------------------------------------
@@ -138,11 +178,11 @@ def nucleus_logits(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     if top_p >= 1.0:
         return logits
     with torch.no_grad():
-        sorted_logits, sorted_indices = torch.sort(logits, dim=-1)            # ascending, (..., V)
+        sorted_logits, sorted_indices = torch.sort(logits, dim=-1)  # ascending, (..., V)
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         sorted_drop = cumulative <= 1.0 - top_p
-        sorted_drop[..., -1] = False                                         # the most probable token stays
-        drop = sorted_drop.scatter(-1, sorted_indices, sorted_drop)          # back to vocabulary order
+        sorted_drop[..., -1] = False  # the most probable token stays
+        drop = sorted_drop.scatter(-1, sorted_indices, sorted_drop)  # back to vocabulary order
     return logits.masked_fill(drop, float("-inf"))
 
 

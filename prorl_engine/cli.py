@@ -1,15 +1,17 @@
 """`prorl`: train, resume and evaluate from a terminal.
 
-    prorl train CONFIG.yaml [--set key=value ...] --out RUN_DIR [--from CHECKPOINT]
-    prorl resume RUN_DIR
-    prorl eval MODEL_OR_CHECKPOINT --data SOURCE [--data SOURCE ...] [--n 16] [--k 1,4,16] [--out DIR]
-    prorl base-model --out DIR [--seed 0]
+prorl train CONFIG.yaml [--set key=value ...] --out RUN_DIR [--from CHECKPOINT]
+prorl resume RUN_DIR
+prorl eval MODEL_OR_CHECKPOINT --data SOURCE [--data SOURCE ...] [--n 16] [--k 1,4,16] [--out DIR]
+prorl base-model --out DIR [--seed 0 ...]        (options: prorl base-model --help)
+prorl ablate --out DIR [--steps N ...]           (options: prorl ablate --help)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pkgutil
 import sys
 from pathlib import Path
 
@@ -114,9 +116,7 @@ def eval_sources(specs: list[str], size: int) -> list[DataSource]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from prorl_engine.data.sources import load_source
-    from prorl_engine.evaluation import evaluate
-    from prorl_engine.modeling import load_policy, load_tokenizer, pick_device, resolve_model_path
-    from prorl_engine.rollout import HFGenerateBackend
+    from prorl_engine.evaluation import evaluate_model_folders
 
     ks = [int(k) for k in args.k.split(",")]
     if any(k > args.n for k in ks):
@@ -125,13 +125,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for source in eval_sources(args.data, args.size):
         train, held_out = load_source(source, args.seed)
         examples.extend(held_out + (train if source.source == "file" else []))
-    model_path = resolve_model_path(args.model)
-    device = pick_device("auto")
-    tokenizer = load_tokenizer(model_path)
-    model = load_policy(model_path, "float32", device)
-    backend = HFGenerateBackend(model, tokenizer.eos_token_id, tokenizer.pad_token_id, args.batch_size)
-    report = evaluate(backend, tokenizer, examples, n=args.n, ks=ks, temperature=args.temperature, top_p=args.top_p,
-                      max_new_tokens=args.max_new_tokens, format_penalty=-0.5, truncated_reward=0.0, seed=args.seed)
+    report = evaluate_model_folders(
+        {args.model: args.model},
+        examples,
+        n=args.n,
+        ks=ks,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )[args.model]
     for key, value in report.metrics.items():
         print(f"{key:40s} {value:.4f}")
     if args.out:
@@ -145,31 +149,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_base_model(args: argparse.Namespace) -> int:
-    from prorl_engine.basemodel import build_base_model
-
-    print(build_base_model(Path(args.out), seed=args.seed))
-    return 0
+# Commands built on the engine, which parse their own options: named, not imported (the engine's
+# core imports nothing of the demo or the ablations); `pkgutil.resolve_name` imports one when it runs.
+BUILT_ON_THE_ENGINE = {"base-model": "prorl_engine.demo.build:main", "ablate": "prorl_engine.ablations.cli:main"}
 
 
-def cmd_ablate(args: argparse.Namespace) -> int:
-    from prorl_engine.ablations import main as ablations_main
-
-    return ablations_main(args.extra)
+def cmd_built_on_the_engine(args: argparse.Namespace) -> int:
+    return pkgutil.resolve_name(BUILT_ON_THE_ENGINE[args.command])(args.extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prorl", description="Prolonged RL for LLMs with the ProRL v2 recipe.")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (default: torch's choice; 1 is fastest for tiny models on a busy machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (default: torch's choice; 1 is fastest for tiny models on a busy machine)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="start a run from a YAML config")
     train.add_argument("config")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     train.add_argument("--out", required=True, help="run folder to create")
-    train.add_argument("--from", dest="fork_from", metavar="CHECKPOINT",
-                       help="fork: start from another run's checkpoint (weights, reference, optimizer, step)")
+    train.add_argument(
+        "--from",
+        dest="fork_from",
+        metavar="CHECKPOINT",
+        help="fork: start from another run's checkpoint (weights, reference, optimizer, step)",
+    )
     train.set_defaults(func=cmd_train)
 
     resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")
@@ -190,22 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="folder for eval.json and eval_samples.jsonl")
     ev.set_defaults(func=cmd_eval)
 
-    base = commands.add_parser("base-model", help="build the project's small base model (SFT on reasoning tasks)")
-    base.add_argument("--out", required=True)
-    base.add_argument("--seed", type=int, default=0)
-    base.set_defaults(func=cmd_base_model)
+    base = commands.add_parser(
+        "base-model",
+        add_help=False,
+        help="build the project's small base model (SFT on reasoning tasks; options: prorl base-model --help)",
+    )
+    base.set_defaults(func=cmd_built_on_the_engine)  # its own options are parsed by prorl_engine.demo.build.main
 
     ablate = commands.add_parser(
-        "ablate", add_help=False, help="the recipe and one variant per part of it, with a report "
-                                       "(options: prorl ablate --help)")
-    ablate.set_defaults(func=cmd_ablate)  # its own options are parsed by prorl_engine.ablations.main
+        "ablate",
+        add_help=False,
+        help="the recipe and one variant per part of it, with a report (options: prorl ablate --help)",
+    )
+    ablate.set_defaults(func=cmd_built_on_the_engine)  # its own options are parsed by prorl_engine.ablations.cli.main
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "ablate":
+    if extra and args.command not in BUILT_ON_THE_ENGINE:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     if args.threads:

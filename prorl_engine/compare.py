@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prorl_engine.data.example import Example
-from prorl_engine.evaluation import EvalReport, evaluate
-from prorl_engine.modeling import load_policy, load_tokenizer, pick_device, resolve_model_path
-from prorl_engine.rollout import HFGenerateBackend
+from prorl_engine.evaluation import EvalReport, evaluate_model_folders
 
 
 @dataclass
@@ -38,13 +36,25 @@ class Comparison:
         prompts: dict[str, dict] = {}
         for label in self.labels:
             for sample in self.reports[label].samples:
-                entry = prompts.setdefault(sample.uid, {
-                    "uid": sample.uid, "prompt": self.prompts.get(sample.uid, ""), "task": sample.task,
-                    "domain": sample.domain, "answers": {name: [] for name in self.labels}})
-                entry["answers"][label].append({
-                    "response": sample.response, "reward": sample.reward, "correct": sample.correct,
-                    "length": sample.length, "details": sample.details,
-                })
+                entry = prompts.setdefault(
+                    sample.uid,
+                    {
+                        "uid": sample.uid,
+                        "prompt": self.prompts.get(sample.uid, ""),
+                        "task": sample.task,
+                        "domain": sample.domain,
+                        "answers": {name: [] for name in self.labels},
+                    },
+                )
+                entry["answers"][label].append(
+                    {
+                        "response": sample.response,
+                        "reward": sample.reward,
+                        "correct": sample.correct,
+                        "length": sample.length,
+                        "details": sample.details,
+                    }
+                )
         return list(prompts.values())
 
     def to_dict(self) -> dict:
@@ -52,19 +62,33 @@ class Comparison:
 
 
 def compare(
-    models: dict[str, str | Path], examples: list[Example], *, n: int, ks: list[int], temperature: float = 0.6,
-    top_p: float = 0.95, max_new_tokens: int = 1024, seed: int = 0, device: str = "auto", batch_size: int = 64,
-    format_penalty: float = -0.5, truncated_reward: float | None = 0.0,
+    models: dict[str, str | Path],
+    examples: list[Example],
+    *,
+    n: int,
+    ks: list[int],
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    max_new_tokens: int = 1024,
+    seed: int = 0,
+    device: str = "auto",
+    batch_size: int = 64,
+    format_penalty: float = -0.5,
+    truncated_reward: float | None = 0.0,
 ) -> Comparison:
-    """Evaluate each labelled model folder on `examples`; one model in memory at a time."""
-    reports = {}
-    for label, path in models.items():
-        folder = resolve_model_path(str(path))
-        tokenizer = load_tokenizer(folder)
-        model = load_policy(folder, "float32", pick_device(device))
-        backend = HFGenerateBackend(model, tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size)
-        reports[label] = evaluate(
-            backend, tokenizer, examples, n=n, ks=ks, temperature=temperature, top_p=top_p,
-            max_new_tokens=max_new_tokens, format_penalty=format_penalty, truncated_reward=truncated_reward, seed=seed)
-        del model, backend
+    """Evaluate each labelled model folder on `examples` (`evaluation.evaluate_model_folders`)."""
+    reports = evaluate_model_folders(
+        models,
+        examples,
+        n=n,
+        ks=ks,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        format_penalty=format_penalty,
+        truncated_reward=truncated_reward,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+    )
     return Comparison(list(models), reports, {e.uid: e.prompt for e in examples})

@@ -3,20 +3,30 @@
 A sample counts as correct when it earns full credit (reward 1 after the format and truncation
 rules); continuous domains also report their mean reward. Sampling runs under a forked RNG seeded
 from (seed, step), so evaluating never changes what the training run samples next.
+
+The one held-out selection (`held_out_examples`, `spread_across_tasks`) and the one way to
+evaluate saved models (`evaluate_model_folders`) live here: the trainer, `prorl eval`, the
+studio's comparison job and the demo model's build all use them.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
 from prorl_engine.algorithms import mean_pass_at_k
+from prorl_engine.builders import resolve_model_path
+from prorl_engine.config import DataSource
 from prorl_engine.data.example import Example
-from prorl_engine.modeling import decode_response, encode_prompt
+from prorl_engine.data.sources import load_source
+from prorl_engine.modeling import load_policy, load_tokenizer, pick_device
+from prorl_engine.prompts import decode_response, encode_prompt
 from prorl_engine.rewards import score_all
-from prorl_engine.rollout import RolloutBackend, SamplingParams
+from prorl_engine.rollout import HFGenerateBackend, RolloutBackend, SamplingParams
 
 
 @dataclass
@@ -65,8 +75,18 @@ def summarize(samples: list[EvalSample], ks: list[int]) -> dict[str, float]:
 
 
 def evaluate(
-    backend: RolloutBackend, tokenizer, examples: list[Example], *, n: int, ks: list[int], temperature: float,
-    top_p: float, max_new_tokens: int, format_penalty: float, truncated_reward: float | None, seed: int,
+    backend: RolloutBackend,
+    tokenizer,
+    examples: list[Example],
+    *,
+    n: int,
+    ks: list[int],
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    format_penalty: float,
+    truncated_reward: float | None,
+    seed: int,
 ) -> EvalReport:
     prompts = [encode_prompt(tokenizer, e.prompt) for e in examples]
     params = SamplingParams(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
@@ -77,8 +97,82 @@ def evaluate(
     owners = [examples[g.prompt_index] for g in generations]
     scores = score_all(owners, texts, [g.truncated for g in generations], format_penalty, truncated_reward)
     samples = [
-        EvalSample(uid=e.uid, task=e.task, domain=e.domain, sample=i % n, response=text, reward=s.reward,
-                   correct=s.correct, length=len(g.token_ids), truncated=g.truncated, details=s.verdict.details)
+        EvalSample(
+            uid=e.uid,
+            task=e.task,
+            domain=e.domain,
+            sample=i % n,
+            response=text,
+            reward=s.reward,
+            correct=s.correct,
+            length=len(g.token_ids),
+            truncated=g.truncated,
+            details=s.verdict.details,
+        )
         for i, (e, text, s, g) in enumerate(zip(owners, texts, scores, generations))
     ]
     return EvalReport(samples, summarize(samples, ks))
+
+
+def spread_across_tasks(examples: Sequence[Example], count: int) -> list[Example]:
+    """At most `count` of `examples`, taken evenly across their tasks: the first of each task (in the
+    order tasks first appear), then the second of each, and so on."""
+    by_task: dict[str, list[Example]] = {}
+    for example in examples:
+        by_task.setdefault(example.task, []).append(example)
+    chosen, position = [], 0
+    while len(chosen) < min(count, len(examples)):
+        for items in by_task.values():
+            if position < len(items) and len(chosen) < count:
+                chosen.append(items[position])
+        position += 1
+    return chosen
+
+
+def held_out_examples(sources: Sequence[DataSource], seed: int, count: int | None = None) -> list[Example]:
+    """The held-out examples of a data mix, split as a run with this `seed` splits them (source i
+    seeded seed + i, as `TrainingMix`): all of them, or at most `count` spread across the tasks."""
+    examples = [example for index, source in enumerate(sources) for example in load_source(source, seed + index)[1]]
+    return examples if count is None else spread_across_tasks(examples, count)
+
+
+def evaluate_model_folders(
+    models: Mapping[str, str | Path],
+    examples: list[Example],
+    *,
+    n: int,
+    ks: list[int],
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    max_new_tokens: int = 1024,
+    format_penalty: float = -0.5,
+    truncated_reward: float | None = 0.0,
+    seed: int = 0,
+    device: str = "auto",
+    batch_size: int = 64,
+    dtype: str = "float32",
+) -> dict[str, EvalReport]:
+    """label -> the report of that model on `examples`, every model with the same prompts and
+    sampling seed, one model in memory at a time. A model is a `save_pretrained` folder (a
+    checkpoint's works) or a `builder:folder` model path, built on first use."""
+    reports = {}
+    for label, path in models.items():
+        folder = resolve_model_path(str(path))
+        tokenizer = load_tokenizer(folder)
+        model = load_policy(folder, dtype, pick_device(device))
+        backend = HFGenerateBackend(model, tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size)
+        reports[label] = evaluate(
+            backend,
+            tokenizer,
+            examples,
+            n=n,
+            ks=ks,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            format_penalty=format_penalty,
+            truncated_reward=truncated_reward,
+            seed=seed,
+        )
+        del model, backend
+    return reports

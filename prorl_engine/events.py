@@ -2,7 +2,8 @@
 
 The Trainer reports through an `EventSink` and takes commands from a `ControlSource`, read at step
 boundaries. The CLI plugs in `JsonlSink` (files in the run folder) and no control; the studio's
-worker plugs in a database + websocket sink and the studio's command queue.
+worker plugs in a database + websocket sink and the studio's command queue. `NullSink` drops
+everything and `MemorySink` keeps it in lists (evaluations, benchmarks, tests).
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ class JsonlSink:
             handle.close()
             path = self.run_dir / f"{name}.jsonl"
             kept = [
-                line for line in path.read_text(encoding="utf-8").splitlines()
+                line
+                for line in path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step
             ]
             path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
@@ -136,6 +138,56 @@ class JsonlSink:
     def close(self) -> None:
         for handle in self._files.values():
             handle.close()
+
+
+class NullSink:
+    """Discards everything: for runs and evaluations whose output nobody reads. Subclass it to
+    keep one kind of output and drop the rest."""
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        """Dropped."""
+
+    def samples(self, step: int, rows: list[Sample]) -> None:
+        """Dropped."""
+
+    def event(self, event: Event) -> None:
+        """Dropped."""
+
+    def rewind(self, step: int) -> None:
+        """Nothing kept, nothing to forget."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class MemorySink:
+    """Keeps everything in lists, in the order it arrived (tests, benchmarks, in-process callers).
+
+    `metrics` holds one dict per step, `{"step": step, **values}`; `rewind(step)` drops what was
+    logged after `step`, as JsonlSink does on disk.
+    """
+
+    def __init__(self) -> None:
+        self.metrics_rows: list[dict[str, Any]] = []
+        self.sample_rows: list[Sample] = []
+        self.events: list[Event] = []
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        self.metrics_rows.append({"step": step, **values})
+
+    def samples(self, step: int, rows: list[Sample]) -> None:
+        self.sample_rows.extend(rows)
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def rewind(self, step: int) -> None:
+        self.metrics_rows = [row for row in self.metrics_rows if row["step"] <= step]
+        self.sample_rows = [row for row in self.sample_rows if row.step <= step]
+        self.events = [event for event in self.events if event.step <= step]
+
+    def close(self) -> None:
+        """Nothing to close: the lists stay readable after the run."""
 
 
 class FanoutSink:

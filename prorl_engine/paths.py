@@ -22,22 +22,42 @@ is not consulted: a permitted path is trusted until the worker, which checks its
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from prorl_engine.config import RunConfig
-
-MODEL_REFUSED = ("no model you may use is at this path: choose a registered model, a checkpoint of a run you "
-                 "may fork, a folder under the allowed model roots, or tiny:NAME / base:NAME")
-DATA_REFUSED = ("path: no data file you may use is at this path: choose a registered or uploaded data set, "
-                "or a file under the allowed data roots")
+MODEL_REFUSED = (
+    "no model you may use is at this path: choose a registered model, a checkpoint of a run you "
+    "may fork, a folder under the allowed model roots, or tiny:NAME / base:NAME"
+)
+DATA_REFUSED = (
+    "path: no data file you may use is at this path: choose a registered or uploaded data set, "
+    "or a file under the allowed data roots"
+)
 
 Grant = Callable[[Path], bool]
+
+
+class _Source(Protocol):
+    """What `resolve_data` reads of a data source (prorl_engine.data.spec.DataSource, which imports this module)."""
+
+    source: str
+    path: str | None
+
+
+class _Config(Protocol):
+    """What `resolve` reads of a run config (prorl_engine.config.RunConfig, which imports this module)."""
+
+    model_path: str
+    data: list
+
+
+SourceT = TypeVar("SourceT", bound=_Source)
+ConfigT = TypeVar("ConfigT", bound=_Config)
 
 
 @dataclass(frozen=True)
@@ -120,7 +140,7 @@ class PathPolicy:
         return str(file)
 
     # --- the worker's config -----------------------------------------------------------------
-    def resolve(self, config: RunConfig, builders: Iterable[str]) -> RunConfig:
+    def resolve(self, config: ConfigT, builders: Iterable[str]) -> ConfigT:
         """`config` with its model and data paths replaced by the absolute ones this policy allows,
         so the engine reads (and builds) exactly there whatever its working directory. Raises
         ValueError for a path the policy refuses (validate first: it names the field)."""
@@ -129,17 +149,19 @@ class PathPolicy:
             raise ValueError(f"model_path: {MODEL_REFUSED}")
         return dataclasses.replace(config, model_path=located.model_path, data=self.resolve_data(config.data))
 
-    def resolve_data(self, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The data mix with each file source's path replaced by the absolute one this policy allows.
-        Raises ValueError naming the first source (`data[i]: ...`) whose file it refuses."""
+    def resolve_data(self, data: list[SourceT]) -> list[SourceT]:
+        """The data mix with each file source's path replaced by the absolute one this policy allows
+        (new sources; `data` is unchanged). Raises ValueError naming the first source (`data[i]: ...`)
+        whose file it refuses."""
         resolved = []
         for index, source in enumerate(data):
-            if source.get("source") == "file":
-                path = self.locate_data(str(source.get("path") or ""))
+            source = copy.copy(source)  # a copy keeps how the source was written (DataSource.to_dict)
+            if source.source == "file":
+                path = self.locate_data(str(source.path or ""))
                 if path is None:
                     raise ValueError(f"data[{index}]: {DATA_REFUSED}")
-                source = {**source, "path": path}
-            resolved.append(dict(source))
+                source.path = path
+            resolved.append(source)
         return resolved
 
     # ------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Reference-policy resets (PRORL_SPEC.md section 9).
 
 pi_ref <- pi_theta when any trigger fires. Triggers are checked after the step's update, in the
-order manual, interval, KL spike, validation patience; the first that holds names the reset.
+order interval, KL spike, validation patience; the first that holds names the reset. A person's
+reset is a command the trainer applies between steps (reason "manual"), without asking the policy.
 """
 
 from __future__ import annotations
@@ -54,13 +55,14 @@ class ResetPolicy:
     def kl_moving_average(self) -> float | None:
         return sum(self.recent_kl) / len(self.recent_kl) if self.recent_kl else None
 
-    def reason_to_reset(self, step: int, manual: bool = False) -> str | None:
-        if manual:
-            return MANUAL
+    def reason_to_reset(self, step: int) -> str | None:
         if self.interval and step % self.interval == 0:
             return INTERVAL
-        if (self.kl_threshold is not None and len(self.recent_kl) == self.kl_window
-                and self.kl_moving_average > self.kl_threshold):
+        if (
+            self.kl_threshold is not None
+            and len(self.recent_kl) == self.kl_window
+            and self.kl_moving_average > self.kl_threshold
+        ):
             return KL_SPIKE
         if self.patience is not None and self.evals_without_improvement >= self.patience:
             return PATIENCE
@@ -72,8 +74,11 @@ class ResetPolicy:
         self.evals_without_improvement = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"recent_kl": list(self.recent_kl), "best_metric": self.best_metric,
-                "evals_without_improvement": self.evals_without_improvement}
+        return {
+            "recent_kl": list(self.recent_kl),
+            "best_metric": self.best_metric,
+            "evals_without_improvement": self.evals_without_improvement,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.recent_kl = deque(state["recent_kl"])

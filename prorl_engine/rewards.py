@@ -37,7 +37,9 @@ def verifier_for(domain: str):
     return get_verifier(domain)
 
 
-def score(example: Example, response: str, truncated: bool, format_penalty: float, truncated_reward: float | None) -> Score:
+def score(
+    example: Example, response: str, truncated: bool, format_penalty: float, truncated_reward: float | None
+) -> Score:
     verdict = verifier_for(example.domain).verify(response, example)
     reward = verdict.reward if verdict.format_ok else format_penalty
     if truncated and truncated_reward is not None:
@@ -46,8 +48,15 @@ def score(example: Example, response: str, truncated: bool, format_penalty: floa
 
 
 def score_all(
-    examples: list[Example], responses: list[str], truncated: list[bool], format_penalty: float, truncated_reward: float | None
+    examples: list[Example],
+    responses: list[str],
+    truncated: list[bool],
+    format_penalty: float,
+    truncated_reward: float | None,
 ) -> list[Score]:
     """Scores in input order; verifiers run concurrently."""
-    jobs = [_POOL.submit(score, e, r, t, format_penalty, truncated_reward) for e, r, t in zip(examples, responses, truncated)]
+    jobs = [
+        _POOL.submit(score, e, r, t, format_penalty, truncated_reward)
+        for e, r, t in zip(examples, responses, truncated)
+    ]
     return [job.result() for job in jobs]

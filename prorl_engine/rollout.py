@@ -60,7 +60,7 @@ class HFGenerateBackend:
         was_training = self.model.training
         self.model.eval()
         for start in range(0, len(prompts), prompts_per_chunk):
-            chunk = prompts[start:start + prompts_per_chunk]
+            chunk = prompts[start : start + prompts_per_chunk]
             generations.extend(self._generate_chunk(chunk, start, params))
         self.model.train(was_training)
         return generations
@@ -72,13 +72,20 @@ class HFGenerateBackend:
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt):] = torch.tensor(prompt)
-            attention_mask[row, width - len(prompt):] = 1
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            attention_mask[row, width - len(prompt) :] = 1
         output = self.model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-            do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0,
-            max_new_tokens=params.max_new_tokens, num_return_sequences=params.n,
-            eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id, use_cache=True,
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            do_sample=True,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=0,
+            max_new_tokens=params.max_new_tokens,
+            num_return_sequences=params.n,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+            use_cache=True,
         )  # (len(prompts) * n, width + new), grouped by prompt
         new_tokens = output[:, width:].tolist()  # one CPU-GPU sync for the whole chunk
         generations = []
@@ -106,7 +113,9 @@ class PackedBatch:
     positions: torch.Tensor
 
     def to(self, device: torch.device) -> PackedBatch:
-        return PackedBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.targets, self.mask, self.positions)))
+        return PackedBatch(
+            *(t.to(device) for t in (self.input_ids, self.attention_mask, self.targets, self.mask, self.positions))
+        )
 
 
 def pack(prompts: list[list[int]], responses: list[list[int]], pad_token_id: int) -> PackedBatch:
@@ -130,7 +139,11 @@ def pack(prompts: list[list[int]], responses: list[list[int]], pad_token_id: int
 
 
 def response_logprobs(
-    model: torch.nn.Module, batch: PackedBatch, with_entropy: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+    model: torch.nn.Module,
+    batch: PackedBatch,
+    with_entropy: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(a_t | s_t) of every response token, (M, T); and its entropy (M, T) if asked.
 
@@ -149,7 +162,7 @@ def response_logprobs(
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (M, L, V)
     index = batch.positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
     logits = logits.gather(1, index).float() / temperature  # (M, T, V): only the positions that predict responses
-    logits = nucleus_logits(logits, top_p)                   # -inf outside the nucleus when top_p < 1
+    logits = nucleus_logits(logits, top_p)  # -inf outside the nucleus when top_p < 1
     logp = torch.log_softmax(logits, dim=-1).gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1)
     logp = logp.masked_fill(batch.mask == 0, 0.0)
     entropy = None
@@ -161,7 +174,11 @@ def response_logprobs(
 
 @torch.no_grad()
 def batched_logprobs(
-    model: torch.nn.Module, batches: list[PackedBatch], device: torch.device, temperature: float = 1.0, top_p: float = 1.0,
+    model: torch.nn.Module,
+    batches: list[PackedBatch],
+    device: torch.device,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
 ) -> list[torch.Tensor]:
     """Log-probs of several packed micro-batches without grad (pi_old and pi_ref), of the same
     tempered, nucleus-truncated distribution as `response_logprobs`."""

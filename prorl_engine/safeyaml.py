@@ -24,8 +24,13 @@ from typing import Any
 import yaml
 
 TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
-REFUSED_TAGS = (TIMESTAMP_TAG, "tag:yaml.org,2002:binary", "tag:yaml.org,2002:set",
-                "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs")
+REFUSED_TAGS = (
+    TIMESTAMP_TAG,
+    "tag:yaml.org,2002:binary",
+    "tag:yaml.org,2002:set",
+    "tag:yaml.org,2002:omap",
+    "tag:yaml.org,2002:pairs",
+)
 
 
 @dataclass(frozen=True)
@@ -120,13 +125,16 @@ class _LimitedLoader(yaml.SafeLoader):
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         if len(node.value) > self.limits.max_int_digits:
-            raise YamlLimitError(f"an integer longer than {self.limits.max_int_digits} characters "
-                                 f"at line {node.start_mark.line + 1}")
+            raise YamlLimitError(
+                f"an integer longer than {self.limits.max_int_digits} characters at line {node.start_mark.line + 1}"
+            )
         return super().construct_yaml_int(node)
 
     def construct_refused(self, node: yaml.Node) -> Any:
-        raise YamlLimitError(f"{node.tag} values are not accepted (line {node.start_mark.line + 1}): "
-                             "a config holds mappings, lists, text, numbers, booleans and null")
+        raise YamlLimitError(
+            f"{node.tag} values are not accepted (line {node.start_mark.line + 1}): "
+            "a config holds mappings, lists, text, numbers, booleans and null"
+        )
 
 
 _LimitedLoader.add_constructor("tag:yaml.org,2002:int", _LimitedLoader.construct_yaml_int)
@@ -148,8 +156,9 @@ def _check_expanded_size(root: yaml.Node, max_nodes: int) -> None:
             open_nodes.discard(key)
             sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
             if sizes[key] > max_nodes:
-                raise YamlLimitError(f"the YAML document has more than {max_nodes:,} values once its "
-                                     "aliases are expanded")
+                raise YamlLimitError(
+                    f"the YAML document has more than {max_nodes:,} values once its aliases are expanded"
+                )
             continue
         if key in sizes:
             continue

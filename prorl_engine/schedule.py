@@ -13,8 +13,9 @@ from prorl_engine import algorithms
 from prorl_engine.config import RunConfig
 
 
-def length_penalty_windows(config: RunConfig, first: int = 1, last: int | None = None,
-                           points: int | None = None) -> list[tuple[int, int]]:
+def length_penalty_windows(
+    config: RunConfig, first: int = 1, last: int | None = None, points: int | None = None
+) -> list[tuple[int, int]]:
     """The inclusive (first, last) step ranges inside `first..last` (default: the whole run) where
     the length penalty is on, each clipped to the range. Windows whose gap is narrower than one
     point (`points` across the range) are drawn as one: every step between them is under a point
@@ -39,11 +40,13 @@ def length_penalty_windows(config: RunConfig, first: int = 1, last: int | None =
 
 def length_penalty_on(config: RunConfig, step: int) -> bool:
     return config.length_penalty and algorithms.length_penalty_on(
-        step, config.on_steps, config.off_steps, config.length_penalty_start)
+        step, config.on_steps, config.off_steps, config.length_penalty_start
+    )
 
 
-def planned_reset_steps(config: RunConfig, first: int = 1, last: int | None = None,
-                        points: int | None = None) -> list[int]:
+def planned_reset_steps(
+    config: RunConfig, first: int = 1, last: int | None = None, points: int | None = None
+) -> list[int]:
     """The interval resets inside `first..last` (default: the whole run); KL, patience and manual
     resets cannot be known ahead. With `points`, resets closer than one point are thinned to every
     k-th (each kept one is a real planned reset), at most about one per point."""

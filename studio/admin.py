@@ -1,8 +1,20 @@
 from django import forms
 from django.contrib import admin
 
-from studio.models import (ApiToken, Checkpoint, Command, Comparison, Event, Membership, RegisteredDataset,
-                           RegisteredModel, Run, Sample, ShareLink, Team)
+from studio.models import (
+    ApiToken,
+    Checkpoint,
+    Command,
+    Comparison,
+    Event,
+    Membership,
+    RegisteredDataset,
+    RegisteredModel,
+    Run,
+    Sample,
+    ShareLink,
+    Team,
+)
 
 
 @admin.register(Run)

@@ -47,9 +47,24 @@ from studio.middleware import NOT_FOUND_MESSAGE
 from studio.models import ApiToken, Command, Event, MetricPoint, Run, RunStatus
 from studio.params import MAX_STEP, BadParameter, answers_bad_parameters, int_param, json_object_body, text_param
 from studio.paths import path_policy_for
-from studio.payloads import run_relative, shown_config, viewer_error, viewer_event
-from studio.permissions import (can_control_run, can_see_run_details, can_view_run, new_token, token_hash,
-                                user_for_api_token, visible_runs)
+from studio.payloads import (
+    event_payload,
+    point_payload,
+    run_progress,
+    run_relative,
+    shown_config,
+    viewer_error,
+    viewer_event,
+)
+from studio.permissions import (
+    can_control_run,
+    can_see_run_details,
+    can_view_run,
+    new_token,
+    token_hash,
+    user_for_api_token,
+    visible_runs,
+)
 from studio.series import chart_data
 
 DEFAULT_LIMIT = 5000
@@ -72,8 +87,9 @@ def bearer_token_required(view: Callable[..., HttpResponse]) -> Callable[..., Ht
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         user = user_for_api_token(token.strip()) if scheme.lower() == "bearer" else None
         if user is None:
-            response = _error(401, "Send a valid API token: 'Authorization: Bearer <token>' "
-                                   "(make one on /account/api-tokens/).")
+            response = _error(
+                401, "Send a valid API token: 'Authorization: Bearer <token>' (make one on /account/api-tokens/)."
+            )
             response["WWW-Authenticate"] = 'Bearer realm="prorl-studio"'
             return response
         request.user = user
@@ -104,14 +120,23 @@ def run_summary(run: Run, details: bool) -> dict:
     """The run as listed; `details` (can_see_run_details): its full error, else the one-line viewer form."""
     error = run.error if details else viewer_error(run.error, run.run_dir)
     return {
-        "id": run.pk, "name": run.name, "owner": run.owner.get_username(),
-        "team": run.team.name if run.team else None, "status": run.status, "error": error,
-        "last_step": run.last_step, "total_steps": run.total_steps, "latest_reward": run.latest_reward,
-        "created_at": run.created_at.isoformat(), "eta_s": run.eta_seconds(), "url": run.get_absolute_url(),
+        "id": run.pk,
+        "name": run.name,
+        "owner": run.owner.get_username(),
+        "team": run.team.name if run.team else None,
+        "status": run.status,
+        "error": error,
+        "last_step": run.last_step,
+        "total_steps": run.total_steps,
+        "latest_reward": run.latest_reward,
+        "created_at": run.created_at.isoformat(),
+        "eta_s": run_progress(run)["eta_s"],
+        "url": run.get_absolute_url(),
     }
 
 
 # --- endpoints ----------------------------------------------------------------------------------
+
 
 @require_http_methods(["GET", "POST"])
 @bearer_token_required
@@ -136,13 +161,15 @@ def _create_run(request: HttpRequest) -> JsonResponse:
         return _error(400, 'Send a JSON object: {"name": "...", "config": {...}}.')
     name = body.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 200 or "\x00" in name:
-        return JsonResponse({"errors": [{"field": "name", "message": "must be text of 1 to 200 characters"}]},
-                            status=400)
+        return JsonResponse(
+            {"errors": [{"field": "name", "message": "must be text of 1 to 200 characters"}]}, status=400
+        )
     try:
         config = RunConfig.from_dict(body.get("config"), path_policy=path_policy_for(request.user))
     except ConfigError as exc:
-        return JsonResponse({"errors": [{"field": field, "message": message} for field, message in exc.errors]},
-                            status=400)
+        return JsonResponse(
+            {"errors": [{"field": field, "message": message} for field, message in exc.errors]}, status=400
+        )
     run = launch_run(request.user, name.strip(), config)
     return JsonResponse(run_summary(run, True), status=201)
 
@@ -154,10 +181,22 @@ def api_run(request: HttpRequest, run_id: int) -> JsonResponse:
     if run is None:
         return _not_found()
     details = can_see_run_details(request.user, run)
-    checkpoints = [{"step": c.step, "path": c.path if details else run_relative(c.path, run.run_dir) or "",
-                    "created_at": c.created_at.isoformat()} for c in run.checkpoints.order_by("step")]
-    return JsonResponse({**run_summary(run, details), "config": shown_config(run, details),
-                         "checkpoints": checkpoints, "can_control": can_control_run(request.user, run)})
+    checkpoints = [
+        {
+            "step": c.step,
+            "path": c.path if details else run_relative(c.path, run.run_dir) or "",
+            "created_at": c.created_at.isoformat(),
+        }
+        for c in run.checkpoints.order_by("step")
+    ]
+    return JsonResponse(
+        {
+            **run_summary(run, details),
+            "config": shown_config(run, details),
+            "checkpoints": checkpoints,
+            "can_control": can_control_run(request.user, run),
+        }
+    )
 
 
 @require_GET
@@ -181,12 +220,19 @@ def api_run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
     page = list(rows[: limit + 1])
     more = len(page) > limit
     page = page[:limit]
-    points = [{"step": step, "values": {k: v for k, v in values.items() if k in keys} if keys else values}
-              for step, values in page]
-    return JsonResponse({
-        "run": run.pk, "since": since, "last_step": run.last_step, "status": run.status, "points": points,
-        "next_since": points[-1]["step"] if more else None,
-    })
+    points = [
+        point_payload(step, {k: v for k, v in values.items() if k in keys} if keys else values) for step, values in page
+    ]
+    return JsonResponse(
+        {
+            "run": run.pk,
+            "since": since,
+            "last_step": run.last_step,
+            "status": run.status,
+            "points": points,
+            "next_since": points[-1]["step"] if more else None,
+        }
+    )
 
 
 @require_GET
@@ -196,13 +242,14 @@ def api_run_events(request: HttpRequest, run_id: int) -> JsonResponse:
     run = _visible_run(request, run_id)
     if run is None:
         return _not_found()
-    events = Event.objects.filter(run=run, step__gt=_int_param(request, "since", 0),
-                                  id__gt=_int_param(request, "after_id", 0)).order_by("id")
+    events = Event.objects.filter(
+        run=run, step__gt=_int_param(request, "since", 0), id__gt=_int_param(request, "after_id", 0)
+    ).order_by("id")
     kind = text_param(request.GET, "kind", max_chars=Event._meta.get_field("kind").max_length)
     if kind:
         events = events.filter(kind=kind)
     limit = _int_param(request, "limit", DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
-    payloads = [event.as_payload() for event in events[:limit]]
+    payloads = [event_payload(event) for event in events[:limit]]
     if not can_see_run_details(request.user, run):
         payloads = [viewer_event(payload, run.run_dir) for payload in payloads]
     return JsonResponse({"run": run.pk, "events": payloads})
@@ -220,8 +267,11 @@ def api_run_commands(request: HttpRequest, run_id: int) -> JsonResponse:
         found = outcomes(run, commands)
         return JsonResponse({"run": run.pk, "commands": [command_payload(c, found[c.pk]) for c in commands]})
     if not can_control_run(request.user, run):
-        return _error(403, f"{request.user.get_username()} may see run {run.pk} but not steer it "
-                           "(ask its owner for the editor role in its team).")
+        return _error(
+            403,
+            f"{request.user.get_username()} may see run {run.pk} but not steer it "
+            "(ask its owner for the editor role in its team).",
+        )
     kind = _command_kind(request)
     if kind not in Command.Kind.values:
         return _error(400, f"Unknown command {kind!r}: use one of {', '.join(Command.Kind.values)}.")
@@ -244,10 +294,10 @@ def _command_kind(request: HttpRequest) -> str:
 
 # --- the API tokens page (session, CSRF on) ------------------------------------------------------
 
+
 def _render_tokens(request: HttpRequest, new_token_value: str = "", status: int = 200) -> HttpResponse:
     tokens = ApiToken.objects.filter(user=request.user)
-    return render(request, "studio/api_tokens.html", {"tokens": tokens, "new_token": new_token_value},
-                  status=status)
+    return render(request, "studio/api_tokens.html", {"tokens": tokens, "new_token": new_token_value}, status=status)
 
 
 @require_GET

@@ -8,13 +8,13 @@ stopped). Pages, the JSON endpoints and the token API all go through `send_comma
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from studio.models import Command, Event, Run, RunStatus
+from studio.run_status import record_status
 
 Kind = Command.Kind
 
@@ -78,12 +78,14 @@ def send_command(run: Run, kind: str, user: AbstractBaseUser) -> Command | None:
 
 
 def _stop_queued(run: Run, user: AbstractBaseUser) -> bool:
-    """A queued run has no trainer to ask: it stops at once (its task finds it over and leaves)."""
+    """A queued run that no worker has taken up has no trainer to ask: it stops at once, by its own
+    status event (its task finds it over and leaves). Once a worker holds its lease, the stop is a
+    command like any other, applied before the first step."""
     with transaction.atomic():
-        if not Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(status=RunStatus.STOPPED):
+        row = Run.objects.select_for_update().filter(pk=run.pk).first()
+        if row is None or row.status != RunStatus.QUEUED or row.worker:
             return False
-        Event.objects.create(run=run, step=run.last_step, kind="status", time=time.time(),
-                             data={"status": "stopped", "error": "", "requested_by": user.get_username()})
+        record_status(run.pk, row.last_step, RunStatus.STOPPED, requested_by=user.get_username())
     run.status = RunStatus.STOPPED
     return True
 
@@ -104,8 +106,13 @@ def outcomes(run: Run, commands: list[Command]) -> dict[int, Outcome]:
 
 def command_payload(command: Command, outcome: Outcome) -> dict:
     return {
-        "id": command.pk, "kind": command.kind, "label": command.get_kind_display(), "run": command.run_id,
+        "id": command.pk,
+        "kind": command.kind,
+        "label": command.get_kind_display(),
+        "run": command.run_id,
         "requested_by": command.requested_by.get_username() if command.requested_by else "",
-        "created_at": command.created_at.isoformat(), "state": outcome.state, "step": outcome.step,
+        "created_at": command.created_at.isoformat(),
+        "state": outcome.state,
+        "step": outcome.step,
         "outcome": outcome.describe(),
     }

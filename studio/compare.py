@@ -21,11 +21,11 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from prorl_engine.config import ConfigError, RunConfig
 from prorl_engine.paths import MODEL_REFUSED
+from studio import queue
 from studio.models import Checkpoint, Comparison, Run
-from studio.paths import path_policy_for
 from studio.params import answers_bad_parameters, id_params
+from studio.paths import path_policy_for
 from studio.payloads import run_relative, viewer_error, viewer_model_path
 from studio.permissions import can_compare_run, can_see_run_details, can_view_run, visible_runs
 
@@ -36,7 +36,7 @@ MAX_KS = 16  # values of k in one comparison (k <= n <= 64)
 
 def _may_use_model(user, model_path: str) -> bool:
     """May `user` evaluate `model_path`? The same answer a run of theirs would get."""
-    from prorl_engine.modeling import MODEL_BUILDERS
+    from prorl_engine.builders import MODEL_BUILDERS
 
     return path_policy_for(user).locate_model(model_path, MODEL_BUILDERS) is not None
 
@@ -54,20 +54,32 @@ def _offered_base_model(user, run: Run) -> str:
 
 
 class CompareForm(forms.Form):
-    checkpoints = forms.ModelMultipleChoiceField(queryset=Checkpoint.objects.none(), required=False,
-                                                 widget=forms.CheckboxSelectMultiple)
-    base_models = forms.MultipleChoiceField(choices=[], required=False, widget=forms.CheckboxSelectMultiple,
-                                            help_text="The model a run started from (its model_path).")
-    model_path = forms.CharField(required=False, max_length=500, label="other base model",
-                                 help_text="A save_pretrained folder on the workers (or tiny:/base: path).")
-    prompts_from = forms.ModelChoiceField(queryset=Run.objects.none(), required=False,
-                                          help_text="The run whose data mix holds out the prompts "
-                                                    "(default: the run of the first checkpoint).")
+    checkpoints = forms.ModelMultipleChoiceField(
+        queryset=Checkpoint.objects.none(), required=False, widget=forms.CheckboxSelectMultiple
+    )
+    base_models = forms.MultipleChoiceField(
+        choices=[],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The model a run started from (its model_path).",
+    )
+    model_path = forms.CharField(
+        required=False,
+        max_length=500,
+        label="other base model",
+        help_text="A save_pretrained folder on the workers (or tiny:/base: path).",
+    )
+    prompts_from = forms.ModelChoiceField(
+        queryset=Run.objects.none(),
+        required=False,
+        help_text="The run whose data mix holds out the prompts (default: the run of the first checkpoint).",
+    )
     n = forms.IntegerField(min_value=1, max_value=64, initial=4, label="samples per prompt (n)")
     ks = forms.CharField(initial="1, 4", label="pass@k for k in", help_text="Each k at most n.")
     prompts = forms.IntegerField(min_value=1, max_value=500, initial=8, label="prompts")
-    max_new_tokens = forms.IntegerField(min_value=1, max_value=32768, required=False,
-                                        help_text="Default: the prompt run's max_response_tokens.")
+    max_new_tokens = forms.IntegerField(
+        min_value=1, max_value=32768, required=False, help_text="Default: the prompt run's max_response_tokens."
+    )
 
     def __init__(self, *args: Any, user, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -111,11 +123,8 @@ class CompareForm(forms.Form):
         prompts_run = cleaned.get("prompts_from") or (checkpoints[0].run if checkpoints else None)
         if prompts_run is None:
             self.add_error("prompts_from", "Choose the run whose held-out prompts the models answer.")
-        else:
-            try:  # a config stored before today's bounds may no longer validate
-                RunConfig.from_dict(prompts_run.config, check_paths=False)
-            except ConfigError:
-                self.add_error("prompts_from", f"{prompts_run}'s config no longer validates: choose another run.")
+        elif prompts_run.run_config is None:  # a config stored before today's bounds may no longer validate
+            self.add_error("prompts_from", f"{prompts_run}'s config no longer validates: choose another run.")
         cleaned["entries"] = _entries(checkpoints, list(dict.fromkeys(bases)))
         cleaned["prompts_run"] = prompts_run
         return cleaned
@@ -123,10 +132,17 @@ class CompareForm(forms.Form):
 
 def _entries(checkpoints: list[Checkpoint], bases: list[str]) -> list[dict[str, Any]]:
     """One column per model, labelled for people: "<run name> #<id> @ <step>" or "base: <path>"."""
-    entries = [{"label": f"{c.run.name} #{c.run_id} @ {c.step}", "path": c.path, "run": c.run_id,
-                "checkpoint": c.pk, "step": c.step} for c in checkpoints]
-    entries += [{"label": f"base: {path}", "path": path, "run": None, "checkpoint": None, "step": 0}
-                for path in bases]
+    entries = [
+        {
+            "label": f"{c.run.name} #{c.run_id} @ {c.step}",
+            "path": c.path,
+            "run": c.run_id,
+            "checkpoint": c.pk,
+            "step": c.step,
+        }
+        for c in checkpoints
+    ]
+    entries += [{"label": f"base: {path}", "path": path, "run": None, "checkpoint": None, "step": 0} for path in bases]
     seen: dict[str, int] = {}
     for entry in entries:
         count = seen[entry["label"]] = seen.get(entry["label"], 0) + 1
@@ -157,8 +173,12 @@ def shown_entries(user, comparison: Comparison) -> list[dict[str, Any]]:
     """The columns; for others than its owner, checkpoint paths relative to their run's folder."""
     if can_see_comparison_details(user, comparison):
         return comparison.entries
-    return [{**entry, "path": run_relative(entry["path"], Path(settings.RUNS_DIR) / str(entry["run"])) or ""}
-            if entry["run"] else entry for entry in comparison.entries]
+    return [
+        {**entry, "path": run_relative(entry["path"], Path(settings.RUNS_DIR) / str(entry["run"])) or ""}
+        if entry["run"]
+        else entry
+        for entry in comparison.entries
+    ]
 
 
 def _comparison_for(request: HttpRequest, comparison_id: int) -> Comparison:
@@ -195,28 +215,32 @@ def _render_new(request: HttpRequest, form: CompareForm, status: int = 200) -> H
     selected = {str(v) for v in (form["checkpoints"].value() or [])}
     runs = [(run, list(run.checkpoints.order_by("step"))) for run in form.runs]
     recent = Comparison.objects.filter(owner=request.user)[:10]
-    return render(request, "studio/compare_new.html",
-                  {"form": form, "runs": [r for r in runs if r[1]], "selected": selected, "recent": recent},
-                  status=status)
+    return render(
+        request,
+        "studio/compare_new.html",
+        {"form": form, "runs": [r for r in runs if r[1]], "selected": selected, "recent": recent},
+        status=status,
+    )
 
 
 def start_comparison(owner, cleaned: dict[str, Any]) -> Comparison:
     """Store a queued comparison and enqueue its evaluation job once the row is committed."""
-    from worker.eval_tasks import run_comparison
-
     prompts_run: Run = cleaned["prompts_run"]
-    config = RunConfig.from_dict(prompts_run.config, check_paths=False)
+    config = prompts_run.run_config  # CompareForm refused a run whose config no longer validates
     options = {
-        "n": cleaned["n"], "ks": cleaned["ks"], "prompts": cleaned["prompts"],
+        "n": cleaned["n"],
+        "ks": cleaned["ks"],
+        "prompts": cleaned["prompts"],
         "max_new_tokens": cleaned.get("max_new_tokens") or config.max_response_tokens,
-        "prompts_run": prompts_run.pk, "config": config.to_dict(),
+        "prompts_run": prompts_run.pk,
+        "config": config.to_dict(),
     }
     entries = cleaned["entries"]
     run_ids = {e["run"] for e in entries if e["run"]} | {prompts_run.pk}
     with transaction.atomic():
         comparison = Comparison.objects.create(owner=owner, entries=entries, settings=options)
         comparison.runs.set(run_ids)
-        transaction.on_commit(lambda: run_comparison.delay(comparison.pk))
+        transaction.on_commit(lambda: queue.enqueue(queue.RUN_COMPARISON, comparison.pk))
     return comparison
 
 
@@ -224,8 +248,11 @@ def start_comparison(owner, cleaned: dict[str, Any]) -> Comparison:
 @login_required
 def compare_detail(request: HttpRequest, comparison_id: int) -> HttpResponse:
     comparison = _comparison_for(request, comparison_id)
-    context = {"comparison": comparison, "labels": [e["label"] for e in comparison.entries],
-               "error": shown_error(request.user, comparison)}
+    context = {
+        "comparison": comparison,
+        "labels": [e["label"] for e in comparison.entries],
+        "error": shown_error(request.user, comparison),
+    }
     if comparison.status == Comparison.Status.FINISHED and comparison.result:
         context.update(side_by_side(comparison.result))
     return render(request, "studio/compare_detail.html", context)
@@ -236,12 +263,16 @@ def compare_detail(request: HttpRequest, comparison_id: int) -> HttpResponse:
 def compare_data(request: HttpRequest, comparison_id: int) -> JsonResponse:
     """The job's state, and its result once finished: what the page polls and scripts read."""
     comparison = _comparison_for(request, comparison_id)
-    return JsonResponse({
-        "id": comparison.pk, "status": comparison.status, "error": shown_error(request.user, comparison),
-        "entries": shown_entries(request.user, comparison),
-        "settings": {k: v for k, v in comparison.settings.items() if k != "config"},
-        "result": comparison.result if comparison.status == Comparison.Status.FINISHED else None,
-    })
+    return JsonResponse(
+        {
+            "id": comparison.pk,
+            "status": comparison.status,
+            "error": shown_error(request.user, comparison),
+            "entries": shown_entries(request.user, comparison),
+            "settings": {k: v for k, v in comparison.settings.items() if k != "config"},
+            "result": comparison.result if comparison.status == Comparison.Status.FINISHED else None,
+        }
+    )
 
 
 def side_by_side(result: dict[str, Any]) -> dict[str, Any]:
@@ -268,13 +299,26 @@ def side_by_side(result: dict[str, Any]) -> dict[str, Any]:
         reference = answers[0]
         columns = []
         for label, answer, rate in zip(labels, answers, rates):
-            samples = [{**a, "changed": i >= len(reference) or a["response"] != reference[i]["response"]}
-                       for i, a in enumerate(answer)]
-            columns.append({"label": label, "rate": rate, "samples": samples,
-                            "better": rate is not None and rates[0] is not None and rate > rates[0],
-                            "worse": rate is not None and rates[0] is not None and rate < rates[0]})
-        prompts.append({**{k: entry[k] for k in ("uid", "prompt", "task", "domain")}, "columns": columns,
-                        "differs": len({r for r in rates if r is not None}) > 1})
+            samples = [
+                {**a, "changed": i >= len(reference) or a["response"] != reference[i]["response"]}
+                for i, a in enumerate(answer)
+            ]
+            columns.append(
+                {
+                    "label": label,
+                    "rate": rate,
+                    "samples": samples,
+                    "better": rate is not None and rates[0] is not None and rate > rates[0],
+                    "worse": rate is not None and rates[0] is not None and rate < rates[0],
+                }
+            )
+        prompts.append(
+            {
+                **{k: entry[k] for k in ("uid", "prompt", "task", "domain")},
+                "columns": columns,
+                "differs": len({r for r in rates if r is not None}) > 1,
+            }
+        )
     return {"metrics": metrics, "prompts": prompts, "differing": sum(p["differs"] for p in prompts)}
 
 

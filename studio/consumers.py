@@ -17,8 +17,20 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from studio.models import Event, MetricPoint, Run, Sample
-from studio.payloads import (EventPayload, MetricsPayload, RewindPayload, SamplesPayload, ShareRevokedPayload,
-                             StatusPayload, viewer_error, viewer_event)
+from studio.payloads import (
+    EventPayload,
+    MetricsPayload,
+    RewindPayload,
+    SamplesPayload,
+    ShareRevokedPayload,
+    StatusPayload,
+    event_payload,
+    point_payload,
+    run_progress,
+    sample_payload,
+    viewer_error,
+    viewer_event,
+)
 from studio.permissions import can_see_run_details, can_view_run, share_link_for
 
 BACKLOG_CHUNK = 2000
@@ -84,8 +96,14 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"kind": "samples", "rows": payload["rows"]})
 
     async def run_status(self, payload: StatusPayload) -> None:
-        await self.send_json({"kind": "status", "status": payload["status"], "error": self._error(payload["error"]),
-                              "progress": payload["progress"]})
+        await self.send_json(
+            {
+                "kind": "status",
+                "status": payload["status"],
+                "error": self._error(payload["error"]),
+                "progress": payload["progress"],
+            }
+        )
 
     async def run_share_revoked(self, payload: ShareRevokedPayload) -> None:
         if self.share_link_id == payload["link"]:
@@ -140,25 +158,24 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     def _backlog(self, after: int) -> tuple[list[dict], list[dict], list[dict], dict]:
         run = Run.objects.get(pk=self.run.pk)
         points = [
-            {"step": step, "values": values}
+            point_payload(step, values)
             for step, values in MetricPoint.objects.filter(run=run, step__gt=after)
-            .order_by("step").values_list("step", "values")[:BACKLOG_CHUNK]
+            .order_by("step")
+            .values_list("step", "values")[:BACKLOG_CHUNK]
         ]
         last = points[-1]["step"] if points else after
-        events = [e.as_payload() for e in Event.objects.filter(run=run, step__gt=after, step__lte=last)]
-        samples = [s.as_payload() for s in Sample.objects.filter(run=run, step__gt=after, step__lte=last)
-                   .order_by("-step", "-id")[:20]][::-1]
-        state = {
-            "status": run.status, "error": run.error,
-            "progress": {"step": run.last_step, "total": run.total_steps, "eta_s": run.eta_seconds(),
-                         "status": run.status},
-        }
+        events = [event_payload(e) for e in Event.objects.filter(run=run, step__gt=after, step__lte=last)]
+        samples = [
+            sample_payload(s)
+            for s in Sample.objects.filter(run=run, step__gt=after, step__lte=last).order_by("-step", "-id")[:20]
+        ][::-1]
+        state = {"status": run.status, "error": run.error, "progress": run_progress(run)}
         return points, events, samples, state
 
     @database_sync_to_async
     def _points_between(self, after: int, before: int) -> list[dict]:
         rows = MetricPoint.objects.filter(run_id=self.run.pk, step__gt=after, step__lt=before).order_by("step")
-        return [{"step": step, "values": values} for step, values in rows.values_list("step", "values")]
+        return [point_payload(step, values) for step, values in rows.values_list("step", "values")]
 
 
 def _query(query_string: bytes, name: str) -> str:

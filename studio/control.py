@@ -63,8 +63,10 @@ def _command(request: HttpRequest, run_id: int, kind: str) -> HttpResponse:
         return redirect(run)
     if as_json:
         outcome = outcomes(run, [command])[command.pk]
-        return JsonResponse({"command": command_payload(command, outcome), "status": run.status,
-                             "message": DONE_MESSAGES[Kind(kind)]}, status=202)
+        return JsonResponse(
+            {"command": command_payload(command, outcome), "status": run.status, "message": DONE_MESSAGES[Kind(kind)]},
+            status=202,
+        )
     messages.success(request, DONE_MESSAGES[Kind(kind)])
     return redirect(run)
 
@@ -104,7 +106,8 @@ def run_save_checkpoint(request: HttpRequest, run_id: int) -> HttpResponse:
 def run_commands(request: HttpRequest, run_id: int) -> JsonResponse:
     """The run's recent commands, newest first, each with its outcome."""
     run = _visible_run(request, run_id)
-    recent = list(Command.objects.filter(run=run).select_related("requested_by").order_by("-created_at", "-id")
-                  [:RECENT_COMMANDS])
+    recent = list(
+        Command.objects.filter(run=run).select_related("requested_by").order_by("-created_at", "-id")[:RECENT_COMMANDS]
+    )
     found = outcomes(run, recent)
     return JsonResponse({"commands": [command_payload(c, found[c.pk]) for c in recent]})

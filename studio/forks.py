@@ -38,15 +38,20 @@ class ForkForm(RunForm):
         """`user` and `fork_parent` (RunForm): the fork may keep its parent's base model and data."""
         super().__init__(*args, **kwargs)
         self.fields["checkpoint"] = CheckpointChoice(
-            queryset=checkpoints, empty_label=None,
-            help_text="The fork starts from this checkpoint's weights, reference, optimizer and step.")
+            queryset=checkpoints,
+            empty_label=None,
+            help_text="The fork starts from this checkpoint's weights, reference, optimizer and step.",
+        )
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         checkpoint: Checkpoint | None = cleaned.get("checkpoint")
         if self.config is not None and checkpoint is not None and self.config.steps <= checkpoint.step:
-            self.add_error("steps", f"must be above {checkpoint.step}, the step of the checkpoint the fork "
-                                    f"starts from (the fork trains steps {checkpoint.step + 1} onwards)")
+            self.add_error(
+                "steps",
+                f"must be above {checkpoint.step}, the step of the checkpoint the fork "
+                f"starts from (the fork trains steps {checkpoint.step + 1} onwards)",
+            )
             self.config = None
         return cleaned
 
@@ -72,15 +77,19 @@ def run_fork(request: HttpRequest, run_id: int) -> HttpResponse:
         if chosen is None:
             return render(request, "studio/fork.html", {"parent": parent, "form": None}, status=409)
         config = shown_config(parent, can_see_run_details(request.user, parent))
-        initial = {"name": f"{parent.name} (fork @ step {chosen.step})", **initial_from_config(config),
-                   "checkpoint": chosen.pk}
+        initial = {
+            "name": f"{parent.name} (fork @ step {chosen.step})",
+            **initial_from_config(config),
+            "checkpoint": chosen.pk,
+        }
         form = ForkForm(initial=initial, checkpoints=checkpoints, user=request.user, fork_parent=parent)
         return render(request, "studio/fork.html", {"parent": parent, "form": form})
     form = ForkForm(request.POST, checkpoints=checkpoints, user=request.user, fork_parent=parent)
     if not form.is_valid() or form.config is None:
         return render(request, "studio/fork.html", {"parent": parent, "form": form}, status=400)
-    run = launch_run(request.user, form.cleaned_data["name"], form.config,
-                     parent_checkpoint=form.cleaned_data["checkpoint"])
+    run = launch_run(
+        request.user, form.cleaned_data["name"], form.config, parent_checkpoint=form.cleaned_data["checkpoint"]
+    )
     return redirect(run)
 
 
@@ -92,7 +101,14 @@ def run_parent_curves(request: HttpRequest, run_id: int) -> JsonResponse:
     parent = Run.objects.filter(pk=run.parent_run_id).first() if run.parent_run_id else None
     if parent is None or run.fork_step is None or not can_view_run(request.user, parent):
         raise Http404("No visible parent run")
-    rows = (MetricPoint.objects.filter(run=parent, step__lte=run.fork_step).order_by("step")
-            .values_list("step", "values"))
-    return JsonResponse({"run": parent.pk, "name": parent.name, "fork_step": run.fork_step,
-                         "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS)})
+    rows = (
+        MetricPoint.objects.filter(run=parent, step__lte=run.fork_step).order_by("step").values_list("step", "values")
+    )
+    return JsonResponse(
+        {
+            "run": parent.pk,
+            "name": parent.name,
+            "fork_step": run.fork_step,
+            "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS),
+        }
+    )

@@ -122,16 +122,19 @@ class SuggestingInput(forms.TextInput):
 
     def render(self, name: str, value: Any, attrs: dict | None = None, renderer: Any = None) -> str:
         options = format_html_join("", '<option value="{}">{}</option>', self.suggestions())
-        return format_html('{}<datalist id="{}">{}</datalist>', super().render(name, value, attrs, renderer),
-                           self.list_id, options)
+        return format_html(
+            '{}<datalist id="{}">{}</datalist>', super().render(name, value, attrs, renderer), self.list_id, options
+        )
 
 
 def model_suggestions(user: User) -> list[tuple[str, str]]:
     """(model_path, label) of the registered models `user` may use and of the newest checkpoints of
     runs they may fork."""
     models = [(entry.path, f"{entry.name} (registered model)") for entry in usable_models(user)]
-    checkpoints = [(checkpoint.path, f"{checkpoint.run.name} #{checkpoint.run_id} @ step {checkpoint.step}")
-                   for checkpoint in forkable_checkpoints(user)]
+    checkpoints = [
+        (checkpoint.path, f"{checkpoint.run.name} #{checkpoint.run_id} @ step {checkpoint.step}")
+        for checkpoint in forkable_checkpoints(user)
+    ]
     return models + checkpoints
 
 
@@ -148,8 +151,9 @@ def add_config_errors(form: forms.Form, exc: ConfigError) -> None:
 class ImportYamlForm(forms.Form):
     """A config in YAML, pasted or uploaded, to fill the run form."""
 
-    yaml_text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 8}), label="YAML",
-                                max_length=MAX_CONFIG_CHARS)
+    yaml_text = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 8}), label="YAML", max_length=MAX_CONFIG_CHARS
+    )
     yaml_file = forms.FileField(required=False, label="or a file")
 
     def __init__(self, *args: Any, user: User | None = None, **kwargs: Any):

@@ -54,8 +54,9 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
     """settings.CONTENT_SECURITY_POLICY, with connect-src extended by this host's websocket origin
     (browsers older than CSP level 3 do not count ws:// and wss:// as 'self')."""
 
-    def get_policy_parts(self, request: HttpRequest, response: HttpResponseBase,
-                         report_only: bool = False) -> PolicyParts:
+    def get_policy_parts(
+        self, request: HttpRequest, response: HttpResponseBase, report_only: bool = False
+    ) -> PolicyParts:
         parts = super().get_policy_parts(request, response, report_only)
         try:
             host = request.get_host()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from functools import cached_property
 from pathlib import Path
 
 from django.conf import settings
@@ -18,7 +19,9 @@ from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
+from prorl_engine.config import ConfigError, RunConfig
 from prorl_engine.data.example import DOMAINS
+from prorl_engine.events import CommandKind
 
 
 class RunStatus(models.TextChoices):
@@ -43,14 +46,33 @@ class Run(models.Model):
     last_step = models.PositiveIntegerField(default=0, help_text="Highest step stored.")
     latest_reward = models.FloatField(null=True, blank=True)
     cloned_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones")
-    team = models.ForeignKey("Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs",
-                             help_text="The team whose members see (viewers) or steer (editors) the run.")
-    parent_run = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks",
-                                   help_text="The run this one was forked from.")
-    parent_checkpoint = models.ForeignKey("Checkpoint", null=True, blank=True, on_delete=models.SET_NULL,
-                                          related_name="forks", help_text="The checkpoint this run starts from.")
-    fork_step = models.PositiveIntegerField(null=True, blank=True,
-                                            help_text="Step of the parent checkpoint: the fork's first step is the next.")
+    team = models.ForeignKey(
+        "Team",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The team whose members see (viewers) or steer (editors) the run.",
+    )
+    parent_run = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="forks",
+        help_text="The run this one was forked from.",
+    )
+    parent_checkpoint = models.ForeignKey(
+        "Checkpoint",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="forks",
+        help_text="The checkpoint this run starts from.",
+    )
+    fork_step = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Step of the parent checkpoint: the fork's first step is the next."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True, help_text="When the current attempt started.")
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -81,19 +103,15 @@ class Run(models.Model):
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
-    @property
-    def progress(self) -> float:
-        return min(1.0, self.last_step / self.total_steps) if self.total_steps else 0.0
-
-    def eta_seconds(self, now: float | None = None) -> float | None:
-        """Seconds left at the current attempt's pace; None before two steps of it are known."""
-        if self.status != RunStatus.RUNNING or self.started_at is None:
+    @cached_property
+    def run_config(self) -> RunConfig | None:
+        """The stored config as the engine reads it, parsed once per instance; None for one stored
+        before a bound that now refuses it (its pages show it as stored). Paths are not looked up:
+        the files may exist only on the workers, which check them when they train (worker/tasks.py)."""
+        try:
+            return RunConfig.from_dict(self.config, check_paths=False)
+        except ConfigError:
             return None
-        done = self.last_step - self.resumed_from_step
-        if done < 1:
-            return None
-        elapsed = (now or time.time()) - self.started_at.timestamp()
-        return max(0.0, elapsed / done * (self.total_steps - self.last_step))
 
     def worker_lost(self, now: float | None = None) -> bool:
         """A running run whose worker stopped renewing its lease (crashed, killed, machine gone)."""
@@ -123,9 +141,6 @@ class Event(models.Model):
         ordering = ["run", "step", "id"]
         indexes = [models.Index(fields=["run", "step"])]
 
-    def as_payload(self) -> dict:
-        return {"id": self.pk, "step": self.step, "kind": self.kind, "data": self.data, "time": self.time}
-
 
 class Sample(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples")
@@ -144,13 +159,6 @@ class Sample(models.Model):
         ordering = ["run", "step", "id"]
         indexes = [models.Index(fields=["run", "step"])]
 
-    def as_payload(self) -> dict:
-        return {
-            "step": self.step, "prompt": self.prompt, "response": self.response, "reward": self.reward,
-            "verifier_reward": self.verifier_reward, "task": self.task, "domain": self.domain,
-            "length": self.length, "truncated": self.truncated,
-        }
-
 
 class Checkpoint(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
@@ -166,12 +174,7 @@ class Checkpoint(models.Model):
 class Command(models.Model):
     """A person's request to a live run, applied by the engine at its next step boundary."""
 
-    class Kind(models.TextChoices):
-        RESET_REFERENCE = "reset_reference"
-        PAUSE = "pause"
-        RESUME = "resume"
-        STOP = "stop"
-        SAVE_CHECKPOINT = "save_checkpoint"
+    Kind = models.TextChoices("Kind", [(kind.name, kind.value) for kind in CommandKind])  # the engine's kinds
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="commands")
     kind = models.CharField(max_length=32, choices=Kind.choices)
@@ -185,6 +188,7 @@ class Command(models.Model):
 
 
 # --- sharing and access: teams, share links, API tokens (rules in studio/permissions.py) -----------
+
 
 class Team(models.Model):
     name = models.CharField(max_length=100)
@@ -256,6 +260,7 @@ class ApiToken(models.Model):
 
 # --- comparisons: evaluation jobs on checkpoints (studio/compare.py, worker/eval_tasks.py) ---------
 
+
 class Comparison(models.Model):
     """An evaluation job: several models (checkpoints or base models) answer the same held-out
     prompts on a worker; `result` is the engine's `Comparison.to_dict()`."""
@@ -267,10 +272,16 @@ class Comparison(models.Model):
         FAILED = "failed"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="comparisons")
-    runs = models.ManyToManyField(Run, related_name="comparisons", blank=True,
-                                  help_text="Runs whose checkpoints or prompts it uses: who may see it.")
+    runs = models.ManyToManyField(
+        Run,
+        related_name="comparisons",
+        blank=True,
+        help_text="Runs whose checkpoints or prompts it uses: who may see it.",
+    )
     entries = models.JSONField(help_text='[{"label", "path", "run", "checkpoint", "step"}], in column order.')
-    settings = models.JSONField(help_text="n, ks, prompts, max_new_tokens and the config whose held-out prompts are used.")
+    settings = models.JSONField(
+        help_text="n, ks, prompts, max_new_tokens and the config whose held-out prompts are used."
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True)
     result = models.JSONField(null=True, blank=True)
@@ -294,14 +305,21 @@ class Comparison(models.Model):
 
 # --- the registry: models and data sets people may train from (rules in studio/paths.py) ----------
 
+
 class RegistryEntry(models.Model):
     """A named model folder or data file on the studio's machines. Its owner, staff and every member
     of its team may start runs from it; nobody else learns that it exists."""
 
     name = models.CharField(max_length=100)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="%(class)ss")
-    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="%(class)ss",
-                             help_text="Whose members may use it too; empty: only its owner (and staff).")
+    team = models.ForeignKey(
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="%(class)ss",
+        help_text="Whose members may use it too; empty: only its owner (and staff).",
+    )
     path = models.CharField(max_length=1000, help_text="Absolute, normalised path on the workers.")
     description = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -322,8 +340,11 @@ class RegisteredModel(RegistryEntry):
 class RegisteredDataset(RegistryEntry):
     """A JSONL or Parquet file of records (prorl_engine/verifiers/README.md): a `file` data source."""
 
-    domain = models.CharField(max_length=16, choices=[(domain, domain) for domain in DOMAINS],
-                              help_text="The verifier that scores its records.")
+    domain = models.CharField(
+        max_length=16,
+        choices=[(domain, domain) for domain in DOMAINS],
+        help_text="The verifier that scores its records.",
+    )
     uploaded = models.BooleanField(default=False, help_text="The studio keeps the file, under UPLOADS_DIR.")
     size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
 
@@ -356,8 +377,10 @@ def _delete_uploaded_file(sender: type[RegisteredDataset], instance: RegisteredD
         return
 
     def remove() -> None:
-        still_named = (RegisteredDataset.objects.filter(path=instance.path).exists()
-                       or RegisteredModel.objects.filter(path=instance.path).exists())
+        still_named = (
+            RegisteredDataset.objects.filter(path=instance.path).exists()
+            or RegisteredModel.objects.filter(path=instance.path).exists()
+        )
         if not still_named:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -22,8 +22,18 @@ from studio.series import chart_data
 RUNS_LISTED = 50
 MAX_RUNS = 8
 # Charts in this order first (the run page's), then every other key by name.
-FIRST_KEYS = ["reward/mean", "reward/verifier_mean", "eval/all/pass@1", "length/mean", "kl/ref", "policy/entropy",
-              "policy/clip_frac_low", "policy/clip_frac_high", "sampling/filtered_frac", "throughput/tokens_per_s"]
+FIRST_KEYS = [
+    "reward/mean",
+    "reward/verifier_mean",
+    "eval/all/pass@1",
+    "length/mean",
+    "kl/ref",
+    "policy/entropy",
+    "policy/clip_frac_low",
+    "policy/clip_frac_high",
+    "sampling/filtered_frac",
+    "throughput/tokens_per_s",
+]
 
 
 def _chosen_runs(request: HttpRequest) -> list[Run]:
@@ -85,6 +95,11 @@ def overlay_data(request: HttpRequest) -> JsonResponse:
     out = []
     for run in runs:
         rows = MetricPoint.objects.filter(run=run).order_by("step").values_list("step", "values")
-        out.append({"id": run.pk, "name": f"#{run.pk} {run.name}",
-                    "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS)})
+        out.append(
+            {
+                "id": run.pk,
+                "name": f"#{run.pk} {run.name}",
+                "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS),
+            }
+        )
     return JsonResponse({"runs": out, "keys": chart_keys([r["series"] for r in out])})

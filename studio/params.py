@@ -47,8 +47,9 @@ def answers_bad_parameters(*, json_body: bool) -> Callable[[Callable[..., HttpRe
     return decorate
 
 
-def int_param(query: QueryDict, name: str, default: int, *, low: int = 0, high: int = MAX_STEP,
-              clamp: bool = False) -> int:
+def int_param(
+    query: QueryDict, name: str, default: int, *, low: int = 0, high: int = MAX_STEP, clamp: bool = False
+) -> int:
     """`?name=<whole number>` in low..high (absent or empty: `default`). With `clamp`, a well-formed
     number outside the range is moved into it (a documented "at most" of the API); else it is refused."""
     raw = query.get(name, "")

@@ -33,8 +33,10 @@ User = AbstractBaseUser | AnonymousUser
 def operator_policy(check_disk: bool | None = None) -> PathPolicy:
     """The roots the operator opens to everyone, and nothing granted to anyone in particular."""
     return PathPolicy(
-        base_dir=Path(settings.BASE_DIR), build_root=Path(os.path.abspath(settings.MODEL_BUILD_DIR)),
-        model_roots=tuple(settings.MODEL_ROOTS), data_roots=tuple(settings.DATA_ROOTS),
+        base_dir=Path(settings.BASE_DIR),
+        build_root=Path(os.path.abspath(settings.MODEL_BUILD_DIR)),
+        model_roots=tuple(settings.MODEL_ROOTS),
+        data_roots=tuple(settings.DATA_ROOTS),
         check_disk=settings.CHECK_PATHS_ON_WEB if check_disk is None else check_disk,
     )
 
@@ -58,6 +60,7 @@ def run_path_policy(run: Run) -> PathPolicy:
 
 
 # --- the registry -------------------------------------------------------------------------------
+
 
 def _usable(model: type[RegistryEntry], user: User) -> QuerySet:
     if not user.is_authenticated:
@@ -90,6 +93,7 @@ def forkable_checkpoints(user: User, limit: int = 50) -> QuerySet[Checkpoint]:
 
 # --- grants -------------------------------------------------------------------------------------
 
+
 def _stored_forms(path: Path) -> list[str]:
     """The strings a stored path may have been written as: absolute, or relative to the project."""
     forms = [str(path)]
@@ -118,6 +122,9 @@ def _inherited_paths(policy: PathPolicy, parent: Run | None) -> tuple[set[Path],
     plain = isinstance(model_path, str) and ":" not in model_path  # builders are allowed anyway
     models = {policy.absolute(model_path)} if plain else set()
     sources = config.get("data") if isinstance(config.get("data"), list) else []
-    data = {policy.absolute(source["path"]) for source in sources
-            if isinstance(source, dict) and source.get("source") == "file" and isinstance(source.get("path"), str)}
+    data = {
+        policy.absolute(source["path"])
+        for source in sources
+        if isinstance(source, dict) and source.get("source") == "file" and isinstance(source.get("path"), str)
+    }
     return models - {None}, data - {None}

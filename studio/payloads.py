@@ -1,7 +1,10 @@
-"""Typed payloads from the worker to the browser.
+"""Typed payloads from the worker to the browser, and the one serialiser of each.
 
 Each payload's `type` names the consumer method that handles it ("run.metrics" -> run_metrics),
-and the consumer forwards it to the browser with `kind` set to the part after "run.".
+and the consumer forwards it to the browser with `kind` set to the part after "run.". A point, a
+sample, an event and a run's progress have one serialiser each (`point_payload`, `sample_payload`,
+`event_payload`, `progress_payload`): the worker's sink, the websocket consumer, the pages' JSON and
+the token API all build them here, so every reader gets the same fields.
 Below them: what a team viewer or a share link receives of a run (its error, events and config).
 """
 
@@ -9,18 +12,20 @@ from __future__ import annotations
 
 import os.path
 import re
+import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from django.conf import settings
 
-from studio.models import RegisteredDataset, RegisteredModel, RegistryEntry, Run
+from studio.models import Event, RegisteredDataset, RegisteredModel, RegistryEntry, Run, RunStatus
 
 
 class Point(TypedDict):
     step: int
-    values: dict[str, float]
+    values: dict[str, float | None]
 
 
 class Progress(TypedDict):
@@ -28,6 +33,100 @@ class Progress(TypedDict):
     total: int
     eta_s: float | None
     status: str
+
+
+class SamplePayload(TypedDict):
+    step: int
+    prompt: str
+    response: str
+    reward: float
+    verifier_reward: float
+    task: str
+    domain: str
+    length: int
+    truncated: bool
+
+
+class EventData(TypedDict):
+    id: int
+    step: int
+    kind: str
+    data: dict[str, Any]
+    time: float
+
+
+class SampleLike(Protocol):
+    """A stored Sample row or the engine's Sample: the fields a sample payload shows."""
+
+    step: int
+    prompt: str
+    response: str
+    reward: float
+    verifier_reward: float
+    task: str
+    domain: str
+    length: int
+    truncated: bool
+
+
+def point_payload(step: int, values: dict[str, float | None]) -> Point:
+    """One step's metrics as stored (MetricPoint.values) and sent."""
+    return {"step": step, "values": values}
+
+
+def sample_payload(sample: SampleLike) -> SamplePayload:
+    """A logged completion without its verifier details (those stay in the database)."""
+    return {
+        "step": sample.step,
+        "prompt": sample.prompt,
+        "response": sample.response,
+        "reward": sample.reward,
+        "verifier_reward": sample.verifier_reward,
+        "task": sample.task,
+        "domain": sample.domain,
+        "length": sample.length,
+        "truncated": sample.truncated,
+    }
+
+
+def event_payload(event: Event) -> EventData:
+    """A stored event as the pages, the websocket and the API show it (viewers: `viewer_event`)."""
+    return {"id": event.pk, "step": event.step, "kind": event.kind, "data": event.data, "time": event.time}
+
+
+def eta_seconds(
+    step: int, total: int, status: str, started_at: float | None, resumed_from: int, now: float | None = None
+) -> float | None:
+    """Seconds left at the current attempt's pace (steps since `resumed_from`, since `started_at`);
+    None unless running and at least one step of this attempt is stored."""
+    done = step - resumed_from
+    if status != RunStatus.RUNNING or started_at is None or done < 1:
+        return None
+    elapsed = (now if now is not None else time.time()) - started_at
+    return max(0.0, elapsed / done * (total - step))
+
+
+def progress_payload(
+    step: int, total: int, status: str, started_at: float | None, resumed_from: int, now: float | None = None
+) -> Progress:
+    """Where a run stands: its last stored step of `total`, its status and the ETA of `eta_seconds`."""
+    return {
+        "step": step,
+        "total": total,
+        "status": status,
+        "eta_s": eta_seconds(step, total, status, started_at, resumed_from, now),
+    }
+
+
+def run_progress(run: Run, now: float | None = None) -> Progress:
+    """`progress_payload` of a Run row as stored."""
+    return progress_payload(
+        run.last_step, run.total_steps, run.status, _timestamp(run.started_at), run.resumed_from_step, now
+    )
+
+
+def _timestamp(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
 
 
 class MetricsPayload(TypedDict):
@@ -38,12 +137,12 @@ class MetricsPayload(TypedDict):
 
 class EventPayload(TypedDict):
     type: Literal["run.event"]
-    event: dict[str, Any]
+    event: EventData
 
 
 class SamplesPayload(TypedDict):
     type: Literal["run.samples"]
-    rows: list[dict[str, Any]]
+    rows: list[SamplePayload]
 
 
 class StatusPayload(TypedDict):
@@ -68,6 +167,26 @@ class ShareRevokedPayload(TypedDict):
 
 
 RunPayload = MetricsPayload | EventPayload | SamplesPayload | StatusPayload | RewindPayload
+
+
+def metrics_message(points: list[Point], progress: Progress) -> MetricsPayload:
+    return {"type": "run.metrics", "points": points, "progress": progress}
+
+
+def event_message(event: Event) -> EventPayload:
+    return {"type": "run.event", "event": event_payload(event)}
+
+
+def samples_message(rows: list[SampleLike]) -> SamplesPayload:
+    return {"type": "run.samples", "rows": [sample_payload(row) for row in rows]}
+
+
+def status_message(status: str, error: str, progress: Progress) -> StatusPayload:
+    return {"type": "run.status", "status": status, "error": error, "progress": progress}
+
+
+def rewind_message(step: int) -> RewindPayload:
+    return {"type": "run.rewind", "step": step}
 
 
 # --- what a viewer sees -------------------------------------------------------------------------
@@ -95,9 +214,11 @@ def run_relative(path: str, run_dir: Path) -> str | None:
 
 def _hide_paths(text: str, run_dir: Path | None) -> str:
     """Absolute paths in `text`: relative to the run's folder where inside it, else "…/<name>"."""
+
     def replace(match: re.Match) -> str:
         inside = run_relative(match.group(0), run_dir) if run_dir is not None else None
         return inside if inside is not None else "…/" + PurePosixPath(match.group(0)).name
+
     return _ABSOLUTE_PATH.sub(replace, text)
 
 
@@ -136,6 +257,7 @@ def viewer_event(event: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 # another run's files under "runs/<id>/", a `tiny:NAME` / `base:NAME` build by that (relative)
 # name, anything else as "…/<last component>". Every other field is shown as stored.
 
+
 def viewer_path(path: str, run_dir: Path, base_dir: Path, names: Mapping[Path, str]) -> str:
     """A model folder or data file of a run's config for a viewer (see above). Relative paths are
     read from `base_dir`, as the path rules read them; `names`: absolute path -> registered name."""
@@ -165,16 +287,20 @@ def viewer_model_path(model_path: str, run_dir: Path, base_dir: Path, names: Map
     return f"{builder}:…/{folder.name}"
 
 
-def viewer_config(config: Mapping[str, Any], run_dir: Path, base_dir: Path,
-                  names: Mapping[Path, str]) -> dict[str, Any]:
+def viewer_config(
+    config: Mapping[str, Any], run_dir: Path, base_dir: Path, names: Mapping[Path, str]
+) -> dict[str, Any]:
     """A stored config dict with `model_path` and each data source's `path` in their viewer forms."""
     shown = dict(config)
     if isinstance(config.get("model_path"), str):
         shown["model_path"] = viewer_model_path(config["model_path"], run_dir, base_dir, names)
     if isinstance(config.get("data"), list):
-        shown["data"] = [{**source, "path": viewer_path(source["path"], run_dir, base_dir, names)}
-                         if isinstance(source, dict) and isinstance(source.get("path"), str) else source
-                         for source in config["data"]]
+        shown["data"] = [
+            {**source, "path": viewer_path(source["path"], run_dir, base_dir, names)}
+            if isinstance(source, dict) and isinstance(source.get("path"), str)
+            else source
+            for source in config["data"]
+        ]
     return shown
 
 
@@ -182,7 +308,8 @@ def shown_config(run: Run, details: bool) -> dict[str, Any]:
     """The run's config as the person sees it: as stored with `details` (studio.permissions
     .can_see_run_details), else `viewer_config`. The run page, its config.yaml, the API, share links,
     the clone and fork forms and the overlay's config diff all ask this."""
-    config = run.config if isinstance(run.config, dict) else {}
+    parsed = run.run_config  # every field as the engine reads it; as stored where today's bounds refuse it
+    config = parsed.to_dict() if parsed is not None else run.config if isinstance(run.config, dict) else {}
     if details:
         return config
     base_dir = Path(settings.BASE_DIR)
@@ -198,8 +325,10 @@ def registered_names(run: Run, config: Mapping[str, Any], base_dir: Path) -> dic
     sources = config.get("data") if isinstance(config.get("data"), list) else []
     files = [s["path"] for s in sources if isinstance(s, dict) and isinstance(s.get("path"), str)]
     names: dict[Path, str] = {}
-    for model, paths, what in ((RegisteredModel, models, "registered model"),
-                               (RegisteredDataset, files, "registered data set")):
+    for model, paths, what in (
+        (RegisteredModel, models, "registered model"),
+        (RegisteredDataset, files, "registered data set"),
+    ):
         for entry in _entries_at(model, run, [p for p in paths if p], base_dir):
             names.setdefault(Path(os.path.normpath(base_dir / entry.path)), f"{entry.name} ({what})")
     return names
@@ -216,5 +345,6 @@ def _entries_at(model: type[RegistryEntry], run: Run, paths: list[str], base_dir
         if absolute.is_relative_to(base_dir):
             forms.add(str(absolute.relative_to(base_dir)))
     entries = model.objects.filter(path__in=forms)
-    return sorted(entries, key=lambda e: (e.owner_id != run.owner_id, e.team_id is None or e.team_id != run.team_id,
-                                          e.name, e.pk))
+    return sorted(
+        entries, key=lambda e: (e.owner_id != run.owner_id, e.team_id is None or e.team_id != run.team_id, e.name, e.pk)
+    )

@@ -31,6 +31,7 @@ CONTROL_ROLES = (TeamRole.EDITOR, TeamRole.OWNER)
 
 # --- runs ---------------------------------------------------------------------------------------
 
+
 def visible_runs(user: User) -> QuerySet[Run]:
     """The runs `user` may see: their own and their teams' runs, or every run for staff."""
     if not user.is_authenticated:
@@ -92,6 +93,7 @@ def teams_for_runs_of(user: User) -> QuerySet[Team]:
 
 # --- teams --------------------------------------------------------------------------------------
 
+
 def visible_teams(user: User) -> QuerySet[Team]:
     if not user.is_authenticated:
         return Team.objects.none()
@@ -110,6 +112,7 @@ def can_manage_team(user: User, team: Team) -> bool:
 
 
 # --- secrets: share links and API tokens ---------------------------------------------------------
+
 
 def new_token() -> str:
     """256 random bits, URL-safe: unguessable."""

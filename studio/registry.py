@@ -63,8 +63,12 @@ class _EntryForm(forms.Form):
     """Name, team and description of a new entry, with the name unique among the owner's entries."""
 
     name = forms.CharField(max_length=100)
-    team = forms.ModelChoiceField(queryset=Team.objects.none(), required=False, empty_label="only me",
-                                  help_text="Its members may train from it too.")
+    team = forms.ModelChoiceField(
+        queryset=Team.objects.none(),
+        required=False,
+        empty_label="only me",
+        help_text="Its members may train from it too.",
+    )
     description = forms.CharField(max_length=300, required=False)
 
     id_prefix = "entry"  # both forms share a page: their field ids must differ
@@ -83,10 +87,14 @@ class _EntryForm(forms.Form):
 class RegisterForm(_EntryForm):
     id_prefix = "register"
     kind = forms.ChoiceField(choices=KINDS)
-    path = forms.CharField(max_length=1000,
-                           help_text="A save_pretrained folder or a JSONL/Parquet file on the workers.")
-    domain = forms.ChoiceField(choices=[(d, d) for d in DOMAINS], required=False,
-                               help_text="For a data file: the verifier that scores its records.")
+    path = forms.CharField(
+        max_length=1000, help_text="A save_pretrained folder or a JSONL/Parquet file on the workers."
+    )
+    domain = forms.ChoiceField(
+        choices=[(d, d) for d in DOMAINS],
+        required=False,
+        help_text="For a data file: the verifier that scores its records.",
+    )
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -104,8 +112,13 @@ class RegisterForm(_EntryForm):
 
     def save(self) -> RegisteredModel | RegisteredDataset:
         data = self.cleaned_data
-        common = {"name": data["name"].strip(), "owner": self.user, "team": data["team"], "path": data["path"],
-                  "description": data["description"]}
+        common = {
+            "name": data["name"].strip(),
+            "owner": self.user,
+            "team": data["team"],
+            "path": data["path"],
+            "description": data["description"],
+        }
         if data["kind"] == "model":
             return RegisteredModel.objects.create(**common)
         return RegisteredDataset.objects.create(**common, domain=data["domain"])
@@ -120,9 +133,10 @@ def _refusal(user: User, kind: str) -> str:
 
 class UploadForm(_EntryForm):
     id_prefix = "upload"
-    domain = forms.ChoiceField(choices=[(d, d) for d in DOMAINS],
-                               help_text="The verifier that scores its records "
-                                         "(schema: prorl_engine/verifiers/README.md).")
+    domain = forms.ChoiceField(
+        choices=[(d, d) for d in DOMAINS],
+        help_text="The verifier that scores its records (schema: prorl_engine/verifiers/README.md).",
+    )
     file = forms.FileField(help_text="JSONL or Parquet.")
 
     def clean_file(self) -> UploadedFile:
@@ -130,8 +144,9 @@ class UploadForm(_EntryForm):
         if Path(upload.name or "").suffix.lower() not in UPLOAD_SUFFIXES:
             raise forms.ValidationError(f"must be a {', '.join(UPLOAD_SUFFIXES)} file")
         if upload.size > settings.UPLOAD_MAX_BYTES:
-            raise forms.ValidationError(f"is {upload.size / 2**20:.1f} MB: at most "
-                                        f"{settings.UPLOAD_MAX_BYTES / 2**20:.0f} MB may be uploaded")
+            raise forms.ValidationError(
+                f"is {upload.size / 2**20:.1f} MB: at most {settings.UPLOAD_MAX_BYTES / 2**20:.0f} MB may be uploaded"
+            )
         return upload
 
     def clean(self) -> dict[str, Any]:
@@ -161,12 +176,24 @@ class UploadForm(_EntryForm):
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return RegisteredDataset.objects.create(
-            name=name, owner=self.user, team=self.cleaned_data["team"], path=str(stored), domain=domain,
-            description=self.cleaned_data["description"], uploaded=True, size_bytes=upload.size)
+            name=name,
+            owner=self.user,
+            team=self.cleaned_data["team"],
+            path=str(stored),
+            domain=domain,
+            description=self.cleaned_data["description"],
+            uploaded=True,
+            size_bytes=upload.size,
+        )
 
 
-def _render(request: HttpRequest, *, upload_form: UploadForm | None = None,
-            register_form: RegisterForm | None = None, status: int = 200) -> HttpResponse:
+def _render(
+    request: HttpRequest,
+    *,
+    upload_form: UploadForm | None = None,
+    register_form: RegisterForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
     context = {
         "models": usable_models(request.user),
         "datasets": usable_datasets(request.user),

@@ -33,14 +33,14 @@ def downsample(steps, values, target: int) -> tuple[list[int], list[float]]:
     if n <= target or target < 4:
         return steps.tolist(), values.tolist()
     buckets = target // 2
-    width = -(-n // buckets)                                  # ceil(n / buckets)
+    width = -(-n // buckets)  # ceil(n / buckets)
     rows = -(-n // width)
     padded_low = np.full(rows * width, np.inf)
     padded_low[:n] = values
     padded_high = np.full(rows * width, -np.inf)
     padded_high[:n] = values
     offsets = np.arange(rows) * width
-    lows = offsets + padded_low.reshape(rows, width).argmin(axis=1)    # (rows,)
+    lows = offsets + padded_low.reshape(rows, width).argmin(axis=1)  # (rows,)
     highs = offsets + padded_high.reshape(rows, width).argmax(axis=1)  # (rows,)
     keep = np.unique(np.concatenate([lows, highs, [0, n - 1]]))
     return steps[keep].tolist(), values[keep].tolist()

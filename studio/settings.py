@@ -201,8 +201,10 @@ for _name, _roots in (("PRORL_MODEL_ROOTS", MODEL_ROOTS), ("PRORL_DATA_ROOTS", D
     for _root in _roots:
         for _private in (RUNS_DIR, UPLOADS_DIR):
             if Path(os.path.normpath(_private.absolute())).is_relative_to(_root):
-                raise ImproperlyConfigured(f"{_name}: {_root} holds {_private}: every user could read every "
-                                           "run's checkpoints or every upload; list narrower folders")
+                raise ImproperlyConfigured(
+                    f"{_name}: {_root} holds {_private}: every user could read every "
+                    "run's checkpoints or every upload; list narrower folders"
+                )
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -235,8 +237,10 @@ SECURE_PROXY_SSL_HEADER = (f"HTTP_{_PROXY_SSL_HEADER}", "https") if _PROXY_SSL_H
 # two <style> elements plotly.min.js adds by itself, allowed by the SHA-256 of their text: an empty
 # one it fills through the CSSOM (hover labels, modebar), and maplibre's stylesheet. A new plotly.js
 # build may change the second: tests/browser/test_csp.py then fails and the browser names the hash.
-PLOTLY_STYLE_HASHES = ["'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",
-                       "'sha256-ji27qzEtxXZW+7dun6UwjHXJ18e6WAin1VvNtkzIE/o='"]
+PLOTLY_STYLE_HASHES = [
+    "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",
+    "'sha256-ji27qzEtxXZW+7dun6UwjHXJ18e6WAin1VvNtkzIE/o='",
+]
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

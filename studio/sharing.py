@@ -23,16 +23,18 @@ from django.views.decorators.http import require_GET, require_POST
 
 from studio.models import Run, ShareLink
 from studio.payloads import ShareRevokedPayload
-from studio.permissions import (can_manage_run, can_view_run, new_token, share_link_for, teams_for_runs_of,
-                                token_hash)
+from studio.permissions import can_manage_run, can_view_run, new_token, share_link_for, teams_for_runs_of, token_hash
 from studio.views import metrics_response, render_run_page
 
 
 class ShareLinkForm(forms.Form):
     label = forms.CharField(max_length=100, required=False, help_text="Who the link is for, to find it later.")
     expires_in_days = forms.IntegerField(
-        required=False, min_value=1, max_value=365,
-        help_text="The link is refused after this many days; empty: it works until revoked.")
+        required=False,
+        min_value=1,
+        max_value=365,
+        help_text="The link is refused after this many days; empty: it works until revoked.",
+    )
 
 
 class RunTeamForm(forms.Form):
@@ -53,8 +55,15 @@ def _managed_run(request: HttpRequest, run_id: int) -> Run:
     return run
 
 
-def _render_sharing(request: HttpRequest, run: Run, *, share_form: ShareLinkForm | None = None,
-                    team_form: RunTeamForm | None = None, new_link_url: str = "", status: int = 200) -> HttpResponse:
+def _render_sharing(
+    request: HttpRequest,
+    run: Run,
+    *,
+    share_form: ShareLinkForm | None = None,
+    team_form: RunTeamForm | None = None,
+    new_link_url: str = "",
+    status: int = 200,
+) -> HttpResponse:
     context = {
         "run": run,
         "links": run.share_links.select_related("created_by"),
@@ -67,6 +76,7 @@ def _render_sharing(request: HttpRequest, run: Run, *, share_form: ShareLinkForm
 
 
 # --- the run's sharing page (its owner, staff, its team's owners) --------------------------------
+
 
 @require_GET
 @login_required
@@ -97,7 +107,10 @@ def share_link_create(request: HttpRequest, run_id: int) -> HttpResponse:
     days = form.cleaned_data["expires_in_days"]
     token = new_token()
     ShareLink.objects.create(
-        run=run, token_hash=token_hash(token), label=form.cleaned_data["label"], created_by=request.user,
+        run=run,
+        token_hash=token_hash(token),
+        label=form.cleaned_data["label"],
+        created_by=request.user,
         expires_at=timezone.now() + timedelta(days=days) if days else None,
     )
     url = request.build_absolute_uri(reverse("share-detail", args=[token]))
@@ -118,6 +131,7 @@ def share_link_revoke(request: HttpRequest, run_id: int, link_id: int) -> HttpRe
 
 
 # --- what a link opens (no login) ---------------------------------------------------------------
+
 
 def _shared_run(token: str) -> Run:
     link = share_link_for(token)

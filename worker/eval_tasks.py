@@ -14,6 +14,7 @@ admin edit, an old row) that names a path they may not use fails with the messag
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import traceback
@@ -56,8 +57,9 @@ def run_comparison(comparison_id: int) -> str:
     except Exception as exc:
         log.exception("comparison %s failed", comparison_id)
         return _fail(comparison_id, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=6)}")
-    Comparison.objects.filter(pk=comparison_id).update(status=Status.FINISHED, result=result,
-                                                       finished_at=timezone.now())
+    Comparison.objects.filter(pk=comparison_id).update(
+        status=Status.FINISHED, result=result, finished_at=timezone.now()
+    )
     return "finished"
 
 
@@ -70,41 +72,30 @@ def evaluate_comparison(comparison: Comparison) -> dict[str, Any]:
     import torch
 
     from prorl_engine.compare import compare
+    from prorl_engine.evaluation import held_out_examples
 
     torch.set_num_threads(settings.WORKER_TORCH_THREADS)
     options = comparison.settings
     models = permitted_models(comparison)
     config = permitted_prompts_config(comparison)
-    examples = held_out_examples(config, options["prompts"])
+    examples = held_out_examples(config.data, config.seed, options["prompts"])  # as the run's own evaluations
     if not examples:
         raise ValueError("the data mix of the chosen config holds out no prompts (eval_size is 0 everywhere)")
     result = compare(
-        models, examples, n=options["n"], ks=options["ks"], temperature=config.eval_temperature,
-        top_p=config.eval_top_p, max_new_tokens=options["max_new_tokens"], seed=config.seed,
-        device=config.device, batch_size=config.rollout_batch_size, format_penalty=config.format_penalty,
+        models,
+        examples,
+        n=options["n"],
+        ks=options["ks"],
+        temperature=config.eval_temperature,
+        top_p=config.eval_top_p,
+        max_new_tokens=options["max_new_tokens"],
+        seed=config.seed,
+        device=config.device,
+        batch_size=config.rollout_batch_size,
+        format_penalty=config.format_penalty,
         truncated_reward=config.truncated_reward,
     )
     return _jsonable(result.to_dict())
-
-
-def held_out_examples(config, count: int) -> list:
-    """At most `count` held-out examples of the config's data mix, taken evenly across its tasks,
-    seeded as the run's training mix seeds them (source i uses seed + i)."""
-    from prorl_engine.data.sources import load_source
-
-    by_task: dict[str, list] = {}
-    for index, source in enumerate(config.data_sources):
-        _, held_out = load_source(source, config.seed + index)
-        for example in held_out:
-            by_task.setdefault(example.task, []).append(example)
-    chosen, position = [], 0
-    total = sum(len(items) for items in by_task.values())
-    while len(chosen) < min(count, total):
-        for items in by_task.values():
-            if position < len(items) and len(chosen) < count:
-                chosen.append(items[position])
-        position += 1
-    return chosen
 
 
 def permitted_models(comparison: Comparison) -> dict[str, str]:
@@ -112,7 +103,7 @@ def permitted_models(comparison: Comparison) -> dict[str, str]:
     (studio.paths.path_policy_for, this machine's disk checked); ConfigError on `model_path` with
     the run's message for any they may not use (a checkpoint of a run they may no longer compare
     included)."""
-    from prorl_engine.modeling import MODEL_BUILDERS
+    from prorl_engine.builders import MODEL_BUILDERS
     from studio.paths import path_policy_for
 
     policy = path_policy_for(comparison.owner, check_disk=True)
@@ -135,14 +126,21 @@ def permitted_prompts_config(comparison: Comparison) -> RunConfig:
     config = RunConfig.from_dict(options["config"], check_paths=False)
     prompts_run = Run.objects.select_related("owner", "parent_run").filter(pk=options.get("prompts_run")).first()
     if prompts_run is None or not can_view_run(comparison.owner, prompts_run):
-        raise ConfigError([("prompts_from", "the run whose held-out prompts the models answer is gone, "
-                                            "or its owner's team no longer lets you see it")])
+        raise ConfigError(
+            [
+                (
+                    "prompts_from",
+                    "the run whose held-out prompts the models answer is gone, "
+                    "or its owner's team no longer lets you see it",
+                )
+            ]
+        )
     try:
         data = run_path_policy(prompts_run).resolve_data(config.data)
     except ValueError as refused:  # "data[i]: <DATA_REFUSED>"
         field, _, message = str(refused).partition(": ")
         raise ConfigError([(field, message)]) from None
-    return RunConfig.from_dict({**config.to_dict(), "data": data}, check_paths=False)
+    return dataclasses.replace(config, data=data)  # parsed once: only the paths change, as the policy located them
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,7 +15,6 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import asdict
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -28,7 +27,19 @@ from prorl_engine.events import CommandKind, Event, Sample
 from studio.models import Checkpoint, Command, MetricPoint, Run, RunStatus
 from studio.models import Event as EventRow
 from studio.models import Sample as SampleRow
-from studio.payloads import MetricsPayload, Point, Progress, RunPayload
+from studio.payloads import (
+    Point,
+    Progress,
+    RunPayload,
+    event_message,
+    metrics_message,
+    point_payload,
+    progress_payload,
+    rewind_message,
+    samples_message,
+    status_message,
+)
+from studio.run_status import status_changes
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +54,7 @@ class StudioSink:
         self.run_id = run.pk
         self.group = run.group_name
         self.total = run.total_steps
-        self.started = run.started_at.timestamp() if run.started_at else time.time()
+        self.started = run.started_at.timestamp() if run.started_at else None
         self.resumed_from = run.resumed_from_step
         self.last_step = run.last_step
         self.status = run.status
@@ -82,11 +93,15 @@ class StudioSink:
             run.resumed_from_step = step
             run.latest_reward = (last or {}).get("reward/mean")
             run.save(update_fields=["last_step", "resumed_from_step", "latest_reward"])
-            resume = EventRow.objects.create(run_id=self.run_id, step=step, kind="resume", time=time.time(),
-                                             data={"from_step": step, "attempt": run.attempts})
+            resume = EventRow.objects.create(
+                run_id=self.run_id,
+                step=step,
+                kind="resume",
+                time=time.time(),
+                data={"from_step": step, "attempt": run.attempts},
+            )
         self.last_step = self.resumed_from = step
-        self._publish([{"type": "run.rewind", "step": step},
-                       {"type": "run.event", "event": resume.as_payload()}])
+        self._publish([rewind_message(step), event_message(resume)])
 
     def close(self) -> None:
         with self._cond:
@@ -157,13 +172,14 @@ class StudioSink:
             for kind, item in batch:
                 if kind == "metrics":
                     step, values = item
-                    points.append({"step": step, "values": _finite(values)})
+                    points.append(point_payload(step, _finite(values)))
                     continue
                 self._flush_points(points, payloads, run_changes)
                 if kind == "samples":
                     step, rows = item
-                    SampleRow.objects.bulk_create([_sample_row(self.run_id, row) for row in rows])
-                    payloads.append({"type": "run.samples", "rows": [_sample_payload(row) for row in rows]})
+                    stored = [_sample_row(self.run_id, row) for row in rows]
+                    SampleRow.objects.bulk_create(stored)
+                    payloads.append(samples_message(stored))
                 elif kind == "event":
                     payloads.extend(self._write_event(item, run_changes))
             self._flush_points(points, payloads, run_changes)
@@ -173,44 +189,39 @@ class StudioSink:
     def _flush_points(self, points: list[Point], payloads: list[RunPayload], run_changes: dict[str, Any]) -> None:
         if not points:
             return
-        MetricPoint.objects.bulk_create([MetricPoint(run_id=self.run_id, step=p["step"], values=p["values"])
-                                         for p in points])
+        MetricPoint.objects.bulk_create(
+            [MetricPoint(run_id=self.run_id, step=p["step"], values=p["values"]) for p in points]
+        )
         self.last_step = max(self.last_step, points[-1]["step"])
         run_changes["last_step"] = self.last_step
         reward = points[-1]["values"].get("reward/mean")
         if reward is not None:
             run_changes["latest_reward"] = reward
-        payload: MetricsPayload = {"type": "run.metrics", "points": list(points), "progress": self.progress()}
-        payloads.append(payload)
+        payloads.append(metrics_message(list(points), self.progress()))
         points.clear()
 
     def _write_event(self, event: Event, run_changes: dict[str, Any]) -> list[RunPayload]:
-        row = EventRow.objects.create(run_id=self.run_id, step=event.step, kind=event.kind,
-                                      data=_jsonable(event.data), time=event.time)
-        payloads: list[RunPayload] = [{"type": "run.event", "event": row.as_payload()}]
+        row = EventRow.objects.create(
+            run_id=self.run_id, step=event.step, kind=event.kind, data=_jsonable(event.data), time=event.time
+        )
+        payloads: list[RunPayload] = [event_message(row)]
         if event.kind == "checkpoint":
-            Checkpoint.objects.update_or_create(run_id=self.run_id, step=event.step,
-                                                defaults={"path": str(event.data.get("path", ""))})
+            Checkpoint.objects.update_or_create(
+                run_id=self.run_id, step=event.step, defaults={"path": str(event.data.get("path", ""))}
+            )
         if event.kind == "checkpoint_removed":  # pruned by keep_checkpoints: no longer offered for forks
             Checkpoint.objects.filter(run_id=self.run_id, step=event.data.get("checkpoint_step")).delete()
-        if event.kind == "status" and event.data.get("status") in STATUS_FOR:
-            self.status = event.data["status"]
-            run_changes["status"] = self.status
-            if self.status in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.STOPPED):
-                run_changes["finished_at"] = timezone.now()
-                run_changes["worker"] = ""
-            if event.data.get("error"):
-                run_changes["error"] = str(event.data["error"])
-            payloads.append({"type": "run.status", "status": self.status, "error": str(event.data.get("error", "")),
-                             "progress": self.progress()})
+        if event.kind == "status" and event.data.get("status") in STATUS_FOR:  # the run's status (studio.run_status)
+            self.status = STATUS_FOR[event.data["status"]]
+            error = str(event.data.get("error") or "")
+            run_changes.update(status_changes(self.status, error))
+            payloads.append(status_message(self.status, error, self.progress()))
         return payloads
 
     def progress(self) -> Progress:
-        done = self.last_step - self.resumed_from
-        eta = None
-        if done >= 1 and self.status == RunStatus.RUNNING:
-            eta = (time.time() - self.started) / done * max(0, self.total - self.last_step)
-        return {"step": self.last_step, "total": self.total, "eta_s": eta, "status": self.status}
+        """The run's progress as the pages compute it from the row (studio.payloads.run_progress),
+        from what this sink has stored."""
+        return progress_payload(self.last_step, self.total, self.status, self.started, self.resumed_from)
 
     def _publish(self, payloads: list[RunPayload]) -> None:
         if not payloads:
@@ -234,14 +245,22 @@ class StudioControl:
         self.run_id = run.pk
 
     def poll(self) -> list[EngineCommand]:
-        pending = list(Command.objects.filter(run_id=self.run_id, delivered_at__isnull=True)
-                       .select_related("requested_by").order_by("created_at", "id"))
+        pending = list(
+            Command.objects.filter(run_id=self.run_id, delivered_at__isnull=True)
+            .select_related("requested_by")
+            .order_by("created_at", "id")
+        )
         if not pending:
             return []
         Command.objects.filter(pk__in=[c.pk for c in pending]).update(delivered_at=timezone.now())
-        return [EngineCommand(kind=CommandKind(c.kind), id=str(c.pk),
-                              requested_by=c.requested_by.get_username() if c.requested_by else "")
-                for c in pending]
+        return [
+            EngineCommand(
+                kind=CommandKind(c.kind),
+                id=str(c.pk),
+                requested_by=c.requested_by.get_username() if c.requested_by else "",
+            )
+            for c in pending
+        ]
 
 
 def _finite(values: dict[str, Any]) -> dict[str, float | None]:
@@ -277,15 +296,16 @@ def _jsonable(data: Any) -> Any:
 
 
 def _sample_row(run_id: int, row: Sample) -> SampleRow:
-    return SampleRow(run_id=run_id, step=row.step, prompt=_text(row.prompt), response=_text(row.response),
-                     reward=row.reward, verifier_reward=row.verifier_reward, task=_text(row.task),
-                     domain=_text(row.domain), length=row.length, truncated=row.truncated,
-                     details=_jsonable(row.details))
-
-
-def _sample_payload(row: Sample) -> dict[str, Any]:
-    payload = asdict(row)
-    payload.pop("details", None)
-    for key in ("prompt", "response", "task", "domain"):
-        payload[key] = _text(payload[key])
-    return payload
+    return SampleRow(
+        run_id=run_id,
+        step=row.step,
+        prompt=_text(row.prompt),
+        response=_text(row.response),
+        reward=row.reward,
+        verifier_reward=row.verifier_reward,
+        task=_text(row.task),
+        domain=_text(row.domain),
+        length=row.length,
+        truncated=row.truncated,
+        details=_jsonable(row.details),
+    )

@@ -20,21 +20,23 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from studio.models import Event, Run, RunStatus
+from studio.models import Run, RunStatus
 from studio.permissions import can_fork_run
+from studio.run_status import record_status
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Claim(Enum):
-    TAKEN = "taken"   # this worker now holds the run
-    DONE = "done"     # finished, failed or stopped: nothing to do
-    HELD = "held"     # another live worker holds it
+    TAKEN = "taken"  # this worker now holds the run
+    DONE = "done"  # finished, failed or stopped: nothing to do
+    HELD = "held"  # another live worker holds it
 
 
 def claim_run(run_id: int, worker: str) -> Claim:
-    """Take the run's lease unless it is over or a live worker holds it."""
+    """Take the run's lease unless it is over or a live worker holds it. Only the lease: the run's
+    status is what the engine's status events say (studio.run_status), "running" once it starts."""
     now = time.time()
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(pk=run_id).first()
@@ -43,13 +45,10 @@ def claim_run(run_id: int, worker: str) -> Claim:
         if run.worker and run.worker != worker and run.heartbeat and now - run.heartbeat < settings.WORKER_LEASE_S:
             return Claim.HELD
         run.worker, run.heartbeat = worker, now
-        run.status = RunStatus.RUNNING
         run.attempts += 1
         run.started_at = timezone.now()
         run.resumed_from_step = run.last_step
-        run.save()
-        Event.objects.create(run=run, step=run.last_step, kind="status", time=now,
-                             data={"status": "running", "error": "", "worker": worker, "attempt": run.attempts})
+        run.save(update_fields=["worker", "heartbeat", "attempts", "started_at", "resumed_from_step"])
     return Claim.TAKEN
 
 
@@ -66,8 +65,8 @@ def train_run(self, run_id: int) -> str:
 def _train(run: Run) -> str:
     import torch
 
+    from prorl_engine.builders import MODEL_BUILDERS
     from prorl_engine.config import ConfigError, RunConfig
-    from prorl_engine.modeling import MODEL_BUILDERS
     from prorl_engine.trainer import Trainer
     from studio.paths import run_path_policy
     from worker.sink import StudioControl, StudioSink
@@ -80,20 +79,14 @@ def _train(run: Run) -> str:
         policy = run_path_policy(run)
         config = policy.resolve(RunConfig.from_dict(run.config, path_policy=policy), MODEL_BUILDERS)
         run.run_dir.mkdir(parents=True, exist_ok=True)
+        # the engine's status events (running, paused, finished, stopped) are the run's status
         Trainer(config, run.run_dir, sink, StudioControl(run), fork_from=_fork_source(run, sink)).train()
-    except ConfigError as exc:
+    except ConfigError as exc:  # on this machine's disk: a model or data file missing here, or refused
         return _fail(sink, run, f"invalid config: {exc}")
     except Exception as exc:
         log.exception("run %s failed", run.pk)
         return _fail(sink, run, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}")
-    try:
-        sink.flush()
-        run.refresh_from_db()
-        if not run.is_terminal:
-            ended = RunStatus.FINISHED if run.last_step >= run.total_steps else RunStatus.STOPPED
-            sink.set_status(ended)
-    finally:
-        sink.close()
+    sink.close()
     return "finished"
 
 
@@ -114,10 +107,11 @@ def _fork_source(run: Run, sink) -> str | None:
 
 
 def _fail(sink, run: Run, error: str) -> str:
+    """The run failed: a "failed" status event through the sink (stored and sent to the page), or
+    straight to the database when the sink itself is what failed."""
     try:
         sink.set_status(RunStatus.FAILED, error)
         sink.close()
-    except RuntimeError:  # the database refused the sink: record the failure directly
-        Run.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, error=error, worker="",
-                                             finished_at=timezone.now())
+    except RuntimeError:  # the database refused the sink's batch: record the failure directly
+        record_status(run.pk, sink.last_step, RunStatus.FAILED, error)
     return "failed"

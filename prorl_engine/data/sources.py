@@ -8,7 +8,6 @@ out it starts its next epoch (a new permutation) rather than dropping anything.
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from prorl_engine.config import DataSource
 from prorl_engine.data.example import Example
+from prorl_engine.data.spec import DataSource
 
 # Record fields each domain's files must carry (besides `prompt`); see prorl_engine/verifiers/README.md.
 REQUIRED_FIELDS = {
@@ -33,13 +32,6 @@ class DataError(ValueError):
     """A data file or record that cannot be used; the message names file, line and field."""
 
 
-@functools.cache
-def reasoning_gym_task_names() -> frozenset[str]:
-    import reasoning_gym
-
-    return frozenset(reasoning_gym.factory.DATASETS)
-
-
 def reasoning_gym_examples(source: DataSource, seed: int) -> list[Example]:
     """`size + eval_size` procedurally generated items; reasoning-gym scores them (logic domain)."""
     import reasoning_gym
@@ -48,16 +40,21 @@ def reasoning_gym_examples(source: DataSource, seed: int) -> list[Example]:
     examples = []
     for index in range(len(dataset)):
         entry = dataset[index]
-        examples.append(Example(
-            uid=f"{source.task}/{seed}/{index}", domain="logic", task=source.task,
-            prompt=entry["question"] + source.instruction, answer=entry["answer"],
-            metadata={"entry": _jsonable(entry)},
-        ))
+        examples.append(
+            Example(
+                uid=f"{source.task}/{seed}/{index}",
+                domain="logic",
+                task=source.task,
+                prompt=entry["question"] + source.instruction,
+                answer=entry["answer"],
+                metadata={"entry": _jsonable(entry)},
+            )
+        )
     return examples
 
 
 def file_examples(source: DataSource) -> list[Example]:
-    """Records of a JSONL or Parquet file, read with HF `datasets`, checked against the domain's schema."""
+    """Records of a JSONL or Parquet file, checked against the domain's schema."""
     path = Path(source.path).expanduser()
     rows, lines = _read_rows(path)
     examples = []
@@ -70,12 +67,19 @@ def file_examples(source: DataSource) -> list[Example]:
         uid = str(row.get("id") or f"{path.stem}/{index}")
         metadata = {key: value for key, value in row.items() if key not in ("id", "prompt", "answer")}
         if source.domain == "logic":
-            metadata.setdefault("entry", {"question": row["prompt"], "answer": row["answer"], "metadata": row.get("metadata") or {}})
-        examples.append(Example(
-            uid=uid, domain=source.domain, task=row.get("task") or source.task,
-            prompt=row["prompt"] + (source.instruction if source.domain == "logic" else ""),
-            answer=row.get("answer"), metadata=metadata,
-        ))
+            metadata.setdefault(
+                "entry", {"question": row["prompt"], "answer": row["answer"], "metadata": row.get("metadata") or {}}
+            )
+        examples.append(
+            Example(
+                uid=uid,
+                domain=source.domain,
+                task=row.get("task") or source.task,
+                prompt=row["prompt"] + (source.instruction if source.domain == "logic" else ""),
+                answer=row.get("answer"),
+                metadata=metadata,
+            )
+        )
     if not examples:
         raise DataError(f"{path}: no records")
     return examples
@@ -83,40 +87,52 @@ def file_examples(source: DataSource) -> list[Example]:
 
 def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
     """The records, and where each one is: its line in a JSONL file, its 1-based row in a Parquet file."""
-    import datasets
-
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".json", ".parquet"):
         raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl or .parquet)")
-    lines = _check_jsonl_syntax(path) if suffix in (".jsonl", ".json") else None
-    builder = "parquet" if suffix == ".parquet" else "json"
-    datasets.disable_progress_bars()
     try:
-        table = datasets.load_dataset(builder, data_files=str(path), split="train")
-    except Exception as exc:  # datasets wraps parser errors in several types
-        raise DataError(f"{path}: cannot be read: {exc}") from exc
-    rows = [dict(row) for row in table]
-    return rows, lines if lines is not None else list(range(1, len(rows) + 1))
+        return _read_parquet(path) if suffix == ".parquet" else _read_jsonl(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
 
 
-def _check_jsonl_syntax(path: Path) -> list[int]:
-    """Name the first bad line (HF datasets' own error does not); return the record lines.
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """One JSON object per line, parsed once; the first line that is not one is named.
 
-    Blank lines (a trailing newline, a separating gap) are skipped, as HF datasets skips them.
+    Blank lines (a trailing newline, a separating gap) are skipped. As in a table, every record has
+    every field that some record of the file has (None where it has none).
     """
-    record_lines = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    records, record_lines = [], []
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{path}, line {line_number}: not UTF-8 text") from None
             if not line.strip():
                 continue
-            record_lines.append(line_number)
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}, line {line_number}: not valid JSON ({exc.msg})") from None
             if not isinstance(record, dict):
                 raise DataError(f"{path}, line {line_number}: a record must be a JSON object")
-    return record_lines
+            records.append(record)
+            record_lines.append(line_number)
+    fields = dict.fromkeys(name for record in records for name in record)
+    return [{name: record.get(name) for name in fields} for record in records], record_lines
+
+
+def _read_parquet(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The rows of a Parquet file as dicts (pyarrow), numbered from 1."""
+    import pyarrow
+    import pyarrow.parquet
+
+    try:
+        rows = pyarrow.parquet.read_table(path).to_pylist()
+    except pyarrow.ArrowException as exc:
+        raise DataError(f"{path}: cannot be read: {exc}") from exc
+    return rows, list(range(1, len(rows) + 1))
 
 
 def _jsonable(value: Any) -> Any:
@@ -133,7 +149,7 @@ def load_source(source: DataSource, seed: int) -> tuple[list[Example], list[Exam
     """
     if source.source == "reasoning_gym":
         examples = reasoning_gym_examples(source, seed)
-        train, held_out = examples[: source.size], examples[source.size:]
+        train, held_out = examples[: source.size], examples[source.size :]
     else:
         examples = file_examples(source)
         order = np.random.default_rng(seed).permutation(len(examples))

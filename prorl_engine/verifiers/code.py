@@ -131,8 +131,10 @@ def _same_value(actual: Any, expected: Any) -> bool:
     if isinstance(expected, float) or isinstance(actual, float):
         numbers = (int, float)
         return (
-            isinstance(actual, numbers) and isinstance(expected, numbers)
-            and not isinstance(actual, bool) and not isinstance(expected, bool)
+            isinstance(actual, numbers)
+            and isinstance(expected, numbers)
+            and not isinstance(actual, bool)
+            and not isinstance(expected, bool)
             and math.isclose(actual, expected, rel_tol=FLOAT_TOLERANCE, abs_tol=FLOAT_TOLERANCE)
         )
     if isinstance(expected, list) and isinstance(actual, list):

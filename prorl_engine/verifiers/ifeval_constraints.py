@@ -3,24 +3,26 @@
 Ids and keyword-argument names are IFEval's (Zhou et al. 2023, "Instruction-Following Evaluation
 for Large Language Models"), so its data files and their `kwargs` work unchanged: `CONSTRAINTS` maps
 each id to a function `(response, **kwargs) -> bool`. This is the project's own implementation of
-the published definitions ("strict" variant: the response is checked as written). Sentences are
-split at `.`, `!` or `?` followed by a space (IFEval uses NLTK's tokenizer), words are runs of
-letters or digits, and the language detector is seeded, so every check is deterministic.
+the published definitions ("strict" variant: the response is checked as written), tested against
+the reference that lm-eval ships (tests/engine/test_verifiers_ifeval.py; README.md beside this file
+lists where and why the two differ). Every check is linear in the response's length and deterministic;
+words, sentences and the language are read by ifeval_text.py.
 
 Counts come with a `relation`: "less than" (count < N) or "at least" (count >= N), as in IFEval.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import threading
 from collections.abc import Callable
+
+from prorl_engine.verifiers.ifeval_text import detect_language, hyphenated_words, sentence_count, words
 
 RELATIONS = ("less than", "at least")
 CONSTRAINED_RESPONSES = ("My answer is yes.", "My answer is no.", "My answer is maybe.")
 RESPONSE_SEPARATOR = "******"  # combination:two_responses
+FIRST_WORD_END = frozenset(".,?!'\"")  # length_constraints:nth_paragraph_first_word, as IFEval cuts the word
 PARAGRAPH_DIVIDER = re.compile(r"\s?\*\*\*\s?")  # length_constraints:number_paragraphs: markdown `***`
 
 
@@ -32,45 +34,8 @@ def _compare(count: int, relation: str, target: int) -> bool:
     raise ValueError(f"ifeval: relation must be one of {RELATIONS}, got {relation!r}")
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", text)
-
-
-def _sentences(text: str) -> list[str]:
-    return [part for part in re.split(r"(?<=[.!?])\s+", text.strip()) if part.strip()]
-
-
-_LANGUAGE_LOCK = threading.Lock()
-
-
-@functools.cache
-def _language_factory():
-    """langdetect's profiles, loaded once, with a fixed seed (langdetect is random otherwise)."""
-    from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
-
-    factory = DetectorFactory()
-    factory.load_profile(PROFILES_DIRECTORY)
-    factory.set_seed(0)
-    return factory
-
-
-def detect_language(text: str) -> str | None:
-    """ISO 639-1 code of `text`'s language, or None when langdetect finds no features."""
-    from langdetect.lang_detect_exception import LangDetectException
-
-    with _LANGUAGE_LOCK:  # the first call loads the profiles; the cache is not a lock
-        factory = _language_factory()
-    detector = factory.create()
-    # langdetect reads only its first `max_text_length` (10,000) characters, but runs its URL and
-    # e-mail patterns over all of the text first: cut it here so 1 MB costs what 10 kB does.
-    detector.append(text[: detector.max_text_length])
-    try:
-        return detector.detect()
-    except LangDetectException:
-        return None
-
-
 # keywords ---------------------------------------------------------------------------------------
+
 
 def keywords_existence(response: str, keywords: list[str]) -> bool:
     """Every keyword appears (case-insensitive)."""
@@ -78,8 +43,8 @@ def keywords_existence(response: str, keywords: list[str]) -> bool:
 
 
 def keywords_frequency(response: str, keyword: str, frequency: int, relation: str) -> bool:
-    """The keyword appears `relation` `frequency` times (case-insensitive)."""
-    count = len(re.findall(re.escape(keyword), response, re.IGNORECASE))
+    """The keyword (surrounding spaces ignored) appears `relation` `frequency` times (case-insensitive)."""
+    count = len(re.findall(re.escape(keyword.strip()), response, re.IGNORECASE))
     return _compare(count, relation, frequency)
 
 
@@ -89,11 +54,15 @@ def keywords_forbidden_words(response: str, forbidden_words: list[str]) -> bool:
 
 
 def keywords_letter_frequency(response: str, letter: str, let_frequency: int, let_relation: str) -> bool:
-    """The letter appears `let_relation` `let_frequency` times (case-insensitive)."""
+    """The letter a-z appears `let_relation` `let_frequency` times (case-insensitive). Any other `letter`
+    is a data error (IFEval would silently pick a random letter instead)."""
+    if len(letter) != 1 or not (letter.isascii() and letter.isalpha()):
+        raise ValueError(f"ifeval: keywords:letter_frequency needs one letter a-z, got {letter!r}")
     return _compare(response.lower().count(letter.lower()), let_relation, let_frequency)
 
 
 # language ---------------------------------------------------------------------------------------
+
 
 def language_response_language(response: str, language: str) -> bool:
     """The whole response is in `language` (ISO 639-1 code, by langdetect)."""
@@ -102,9 +71,10 @@ def language_response_language(response: str, language: str) -> bool:
 
 # length_constraints -----------------------------------------------------------------------------
 
+
 def length_number_sentences(response: str, num_sentences: int, relation: str) -> bool:
     """The response has `relation` `num_sentences` sentences."""
-    return _compare(len(_sentences(response)), relation, num_sentences)
+    return _compare(sentence_count(response), relation, num_sentences)
 
 
 def length_number_paragraphs(response: str, num_paragraphs: int) -> bool:
@@ -119,20 +89,24 @@ def length_number_paragraphs(response: str, num_paragraphs: int) -> bool:
 
 def length_number_words(response: str, num_words: int, relation: str) -> bool:
     """The response has `relation` `num_words` words."""
-    return _compare(len(_words(response)), relation, num_words)
+    return _compare(len(words(response)), relation, num_words)
 
 
 def length_nth_paragraph_first_word(response: str, num_paragraphs: int, nth_paragraph: int, first_word: str) -> bool:
-    """`num_paragraphs` paragraphs (separated by blank lines); paragraph `nth_paragraph` (from 1)
-    starts with `first_word` (case and surrounding quotes or punctuation ignored)."""
-    paragraphs = [part for part in response.split("\n\n") if part.strip()]
-    if len(paragraphs) != int(num_paragraphs) or not 1 <= int(nth_paragraph) <= len(paragraphs):
+    """`num_paragraphs` non-empty paragraphs separated by "\\n\\n"; the `nth_paragraph`-th part of that
+    split (from 1; an empty one fails) starts with `first_word`, case ignored. As in IFEval, leading
+    `'` then `"` are dropped and the word ends at its first `.,?!'"`."""
+    parts = response.split("\n\n")
+    count, nth = sum(1 for part in parts if part.strip()), int(nth_paragraph)
+    if count != int(num_paragraphs) or not 1 <= nth <= count or not parts[nth - 1].strip():
         return False
-    word = paragraphs[int(nth_paragraph) - 1].split()[0]
-    return re.sub(r"^[\"']+|[.,?!'\"].*$", "", word).lower() == first_word.lower()
+    word = parts[nth - 1].split()[0].lstrip("'").lstrip('"')
+    cut = next((i for i, char in enumerate(word) if char in FIRST_WORD_END), len(word))
+    return word[:cut].lower() == first_word.lower()
 
 
 # detectable_content -----------------------------------------------------------------------------
+
 
 def content_number_placeholders(response: str, num_placeholders: int) -> bool:
     """At least `num_placeholders` placeholders in square brackets, like [address], each on one line."""
@@ -160,6 +134,7 @@ def content_postscript(response: str, postscript_marker: str) -> bool:
 
 
 # detectable_format ------------------------------------------------------------------------------
+
 
 def format_number_bullet_lists(response: str, num_bullets: int) -> bool:
     """Exactly `num_bullets` markdown bullet points: lines whose first non-space character is `-`,
@@ -190,7 +165,7 @@ def format_number_highlighted_sections(response: str, num_highlights: int) -> bo
 
 def format_multiple_sections(response: str, section_spliter: str, num_sections: int) -> bool:
     """At least `num_sections` sections, each opened by `section_spliter` and a number ("SECTION 1")."""
-    sections = re.split(r"\s?" + re.escape(section_spliter) + r"\s?\d+\s?", response)
+    sections = re.split(r"\s?" + re.escape(section_spliter.strip()) + r"\s?\d+\s?", response)
     return len(sections) - 1 >= int(num_sections)
 
 
@@ -211,11 +186,13 @@ def format_title(response: str) -> bool:
 
 
 def _has_title(line: str) -> bool:
+    """IFEval's `<<[^\\n]+>>` on one line (from the first `<<` to the last `>>`), without its regex."""
     start, end = line.find("<<"), line.rfind(">>")
-    return start >= 0 and end > start + 1 and bool(line[start:end].strip("<> \t"))
+    return start >= 0 and end >= start + 3 and bool(line[start : end + 2].lstrip("<").rstrip(">").strip())
 
 
 # combination ------------------------------------------------------------------------------------
+
 
 def combination_two_responses(response: str) -> bool:
     """Two different responses separated by six asterisks `******`."""
@@ -234,6 +211,7 @@ def combination_repeat_prompt(response: str, prompt_to_repeat: str) -> bool:
 
 # startend ---------------------------------------------------------------------------------------
 
+
 def startend_end_checker(response: str, end_phrase: str) -> bool:
     """The response ends with `end_phrase` (case-insensitive; a closing quote is allowed)."""
     return response.strip().strip('"').lower().endswith(end_phrase.strip().lower())
@@ -247,9 +225,11 @@ def startend_quotation(response: str) -> bool:
 
 # change_case ------------------------------------------------------------------------------------
 
+
 def case_capital_word_frequency(response: str, capital_frequency: int, capital_relation: str) -> bool:
     """Words in all capital letters appear `capital_relation` `capital_frequency` times."""
-    return _compare(sum(word.isupper() for word in _words(response)), capital_relation, capital_frequency)
+    tokens = hyphenated_words(response)
+    return _compare(sum(token.isupper() for token in tokens), capital_relation, capital_frequency)
 
 
 def case_english_capital(response: str) -> bool:
@@ -263,6 +243,7 @@ def case_english_lowercase(response: str) -> bool:
 
 
 # punctuation ------------------------------------------------------------------------------------
+
 
 def punctuation_no_comma(response: str) -> bool:
     """No commas at all."""

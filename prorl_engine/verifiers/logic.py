@@ -67,7 +67,7 @@ class LogicVerifier:
 
 def check_task(task: str) -> None:
     """ValueError unless `task` names a reasoning-gym dataset (the registry only: nothing is scored here)."""
-    from prorl_engine.data.sources import reasoning_gym_task_names
+    from prorl_engine.data.spec import reasoning_gym_task_names
 
     if task not in reasoning_gym_task_names():
         raise ValueError(f"logic: unknown reasoning-gym task {task!r}")
@@ -79,7 +79,11 @@ def _entry(example: Example) -> dict:
     if isinstance(entry, str):
         entry = json.loads(entry)
     if entry is None:
-        entry = {"question": example.prompt, "answer": example.answer, "metadata": example.metadata.get("metadata") or {}}
+        entry = {
+            "question": example.prompt,
+            "answer": example.answer,
+            "metadata": example.metadata.get("metadata") or {},
+        }
     return entry
 
 

@@ -31,34 +31,37 @@ does not apply the process limit to root, and nobody owns no files worth reading
 If bwrap or prlimit is missing, or a trial run fails, `ensure_available` raises `SandboxUnavailable`
 with the reason. Callers report that and run nothing: there is no unsandboxed fallback.
 
-The pieces every sandbox of the project shares (`find_tools`, `isolation_arguments`,
-`prlimit_arguments`, `unprivileged_options`) are public: the scorer helpers of `scorer_pool.py`
-(reasoning-gym, math-verify and sympy on model answers) are built from the same parts.
+The command line is built from the parts every sandbox of the project shares (isolation.py:
+`find_tools`, `isolation_arguments`, `prlimit_arguments`, `unprivileged_options`); the scorer
+helpers of scorer_sandbox.py (reasoning-gym, math-verify and sympy on model answers) are built from
+the same parts. This module holds the code verifier's sandbox: its limits, one run and its result.
 """
 
 from __future__ import annotations
 
 import os
 import selectors
-import shutil
-import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prorl_engine.verifiers.isolation import (
+    KIB,
+    MIB,
+    SANDBOX_ENV,
+    SandboxUnavailable,
+    find_tools,
+    isolation_arguments,
+    kill_group,
+    memory_file,
+    prlimit_arguments,
+    unprivileged_options,
+)
 from prorl_engine.verifiers.sandbox_harness import COMPILE_ERROR_EXIT
 
-KIB = 1024
-MIB = 1024 * KIB
 HARNESS_SOURCE = Path(__file__).with_name("sandbox_harness.py").read_bytes()
-SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # symlinks into /usr on merged-usr systems
-SANDBOX_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
-
-
-class SandboxUnavailable(RuntimeError):
-    """The sandbox cannot start here; the message says why (missing bwrap, no user namespaces, ...)."""
 
 
 @dataclass(frozen=True)
@@ -192,101 +195,27 @@ class Sandbox:
         """prlimit ... -- bwrap ... -- python harness: the whole sandboxed command line."""
         limits = self.limits
         rlimits = prlimit_arguments(
-            prlimit, memory_bytes=limits.memory_bytes, file_bytes=limits.file_bytes,
-            open_files=limits.open_files, cpu_seconds=limits.cpu_seconds,
+            prlimit,
+            memory_bytes=limits.memory_bytes,
+            file_bytes=limits.file_bytes,
+            open_files=limits.open_files,
+            cpu_seconds=limits.cpu_seconds,
         )
         isolation = isolation_arguments(bwrap, SANDBOX_ENV, limits.tmpfs_bytes, fds, die_with_parent=True)
-        harness = [self.python, "-s", "-B", "/sandbox/harness.py", "call" if fn_name else "stdio", str(limits.processes)]
+        harness = [
+            self.python,
+            "-s",
+            "-B",
+            "/sandbox/harness.py",
+            "call" if fn_name else "stdio",
+            str(limits.processes),
+        ]
         harness += [fn_name] if fn_name else []
         return [*rlimits, *isolation, "--", *harness]
 
     def _user_options(self) -> dict:
         """Popen options that drop a root worker to the unprivileged uid (done in C, thread-safe)."""
         return unprivileged_options(self.unprivileged_uid)
-
-
-def find_tools(bwrap: str = "bwrap", prlimit: str = "prlimit") -> tuple[str, str]:
-    """Absolute paths of bwrap and prlimit (looked up on PATH), or SandboxUnavailable naming the missing one."""
-    found = []
-    for name in (bwrap, prlimit):
-        path = shutil.which(name)
-        if path is None:
-            raise SandboxUnavailable(
-                f"{name!r} not found: install bubblewrap and util-linux (scripts/install_system.sh); "
-                "model output is never run or parsed without the sandbox"
-            )
-        found.append(path)
-    return found[0], found[1]
-
-
-def prlimit_arguments(
-    prlimit: str, *, memory_bytes: int, file_bytes: int, open_files: int, cpu_seconds: int | None = None
-) -> list[str]:
-    """`prlimit --as=... -- `: the rlimits set before bwrap starts (no core files; CPU only when given)."""
-    cpu = [f"--cpu={cpu_seconds}"] if cpu_seconds is not None else []
-    return [prlimit, *cpu, f"--as={memory_bytes}", f"--fsize={file_bytes}", f"--nofile={open_files}", "--core=0", "--"]
-
-
-def isolation_arguments(
-    bwrap: str,
-    environment: dict[str, str],
-    tmpfs_bytes: int,
-    files: dict[str, int],
-    read_only: tuple[tuple[str, str], ...] = (),
-    die_with_parent: bool = True,
-    info_fd: int | None = None,
-) -> list[str]:
-    """The bwrap command line up to (not including) its `--`: every namespace new, `environment` only,
-    read-only /usr, a fresh /proc and /dev, a bounded /tmp tmpfs, each of `files` (name -> memfd)
-    read-only at /sandbox/<name>, the `read_only` (source, destination) folders, and nothing else.
-
-    `die_with_parent` ends the sandbox with the thread that started it: right for one run, wrong for
-    a long-lived helper started from a short-lived thread (that one ends when its stdin closes, or
-    when its caller kills the PID that bwrap writes to `info_fd`: PID 1 of the sandbox's namespace).
-    """
-    namespaces = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--new-session"]
-    namespaces += ["--die-with-parent"] if die_with_parent else []
-    namespaces += ["--info-fd", str(info_fd)] if info_fd is not None else []
-    variables = ["--clearenv"] + [arg for name, value in environment.items() for arg in ("--setenv", name, value)]
-    mounts = ["--ro-bind", "/usr", "/usr", *_system_links(), "--proc", "/proc", "--dev", "/dev"]
-    mounts += ["--size", str(tmpfs_bytes), "--tmpfs", "/tmp"]
-    for name, fd in files.items():
-        mounts += ["--ro-bind-data", str(fd), f"/sandbox/{name}"]
-    for source, destination in read_only:
-        mounts += ["--ro-bind", source, destination]
-    mounts += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
-    return [*namespaces, *variables, "--hostname", "sandbox", *mounts]
-
-
-def unprivileged_options(uid: int = 65534) -> dict:
-    """Popen options that drop a root worker to `uid` (done in C, thread-safe); none for other users.
-
-    The kernel does not apply RLIMIT_NPROC to root, and `uid` (nobody) owns no files worth reading.
-    """
-    if os.geteuid() != 0:
-        return {}
-    return {"user": uid, "group": uid, "extra_groups": []}
-
-
-def _system_links() -> list[str]:
-    """bwrap arguments that recreate /bin, /lib, ...: the same symlink, or a read-only bind."""
-    arguments = []
-    for path in SYSTEM_LINKS:
-        if os.path.islink(path):
-            arguments += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            arguments += ["--ro-bind", path, path]
-    return arguments
-
-
-def memory_file(name: str, data: bytes) -> int:
-    """An anonymous in-memory file holding `data`, positioned at its start: nothing on disk."""
-    fd = os.memfd_create(name)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
 
 
 def _collect(process: subprocess.Popen, started: float, deadline: float, caps: tuple[int, int]) -> SandboxResult:
@@ -327,11 +256,3 @@ def _wait(process: subprocess.Popen, deadline: float) -> bool:
         return True
     except subprocess.TimeoutExpired:
         return False
-
-
-def kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the sandbox's process group (before it is reaped, so the group id cannot be reused)."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -36,7 +36,7 @@ def compile_program():
     try:
         return compile(source, "main.py", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as error:
-        sys.stderr.write("compile error: %s: %s\n" % (type(error).__name__, error))
+        sys.stderr.write(f"compile error: {type(error).__name__}: {error}\n")
         sys.stderr.flush()
         os._exit(COMPILE_ERROR_EXIT)
 

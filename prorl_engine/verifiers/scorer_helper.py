@@ -78,8 +78,17 @@ PROTOCOL_FD_NAME = "protocol"
 # literal_eval_with_operators -----------------------------------------------------------------
 
 _LITERAL_NODES = (
-    ast.Expression, ast.Constant, ast.List, ast.Tuple, ast.Set, ast.Dict, ast.Load,
-    ast.UnaryOp, ast.BinOp, ast.operator, ast.unaryop,
+    ast.Expression,
+    ast.Constant,
+    ast.List,
+    ast.Tuple,
+    ast.Set,
+    ast.Dict,
+    ast.Load,
+    ast.UnaryOp,
+    ast.BinOp,
+    ast.operator,
+    ast.unaryop,
 )
 
 
@@ -103,8 +112,19 @@ def literal_eval_with_operators(source, globals=None, locals=None):
 
 _SYMPY_FUNCTIONS = ("sqrt", "root", "cbrt", "real_root")
 _CODE_NODES = (
-    ast.Expression, ast.Constant, ast.Name, ast.Load, ast.BinOp, ast.UnaryOp, ast.Compare,
-    ast.Call, ast.keyword, ast.Tuple, ast.operator, ast.unaryop, ast.cmpop,
+    ast.Expression,
+    ast.Constant,
+    ast.Name,
+    ast.Load,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.Call,
+    ast.keyword,
+    ast.Tuple,
+    ast.operator,
+    ast.unaryop,
+    ast.cmpop,
 )
 _ORIGINALS = {}  # "parse_expr" -> sympy's own, kept here because every other binding is replaced
 _DEFAULT = object()
@@ -180,7 +200,9 @@ def _check_code(code, names, namespace):
     for node in ast.walk(ast.parse(code, mode="eval")):
         if not isinstance(node, _CODE_NODES):
             raise ValueError(f"{type(node).__name__} is not allowed in an expression")
-        if isinstance(node, ast.Name) and (node.id.startswith("_") or (node.id not in names and node.id not in namespace)):
+        if isinstance(node, ast.Name) and (
+            node.id.startswith("_") or (node.id not in names and node.id not in namespace)
+        ):
             raise ValueError(f"the name {node.id!r} is not allowed in an expression")
         if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) or _is_undefined_function(node.func)):
             raise ValueError("only a plain name may be called in an expression")
@@ -191,9 +213,13 @@ def _check_code(code, names, namespace):
 def _is_undefined_function(node):
     """`Function('f')`: what sympy's auto_symbol makes of an unknown name that is called, `f(x)`."""
     return (
-        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Function"
-        and len(node.args) == 1 and not node.keywords
-        and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "Function"
+        and len(node.args) == 1
+        and not node.keywords
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
     )
 
 
@@ -222,6 +248,7 @@ def harden_evaluators():
 
 
 # scoring -------------------------------------------------------------------------------------
+
 
 def compare_math(gold, answer):
     """math-verify's verdict on `answer` against the reference `gold`, both LaTeX without `$`."""
@@ -308,7 +335,7 @@ def _child(job, write_fd, timeout_s, protocol_fds):
         data = json.dumps({"value": None, "error": "the scorer's result is not a number"}).encode()
     view = memoryview(data)
     while view:
-        view = view[os.write(write_fd, view):]
+        view = view[os.write(write_fd, view) :]
     os._exit(0)
 
 
@@ -370,10 +397,22 @@ def _write(protocol, message):
 # One comparison of each kind of answer: math-verify and sympy import modules on first use (units,
 # sets, matrices, ...), and an import in a child is lost with it (0.4 s a call for polynomials).
 MATH_WARM_UP = (
-    ("1", "\\frac{2}{2}"), ("x^2 + 2x + 1", "(x+1)^2"), ("\\{1, 2\\}", "\\{2, 1\\}"), ("[0, 1)", "[0,1)"),
-    ("5", "x = 5"), ("\\sqrt{2}", "2^{1/2}"), ("\\begin{pmatrix}1 \\\\ 2\\end{pmatrix}", "\\begin{pmatrix}1 \\\\ 2\\end{pmatrix}"),
-    ("50\\%", "0.5"), ("\\frac{\\pi}{3}", "60^\\circ"), ("x \\le 3", "x \\leq 3"), ("\\sin x", "\\sin(x)"), ("1.5", "3/2"),
-    ("\\text{(A)}", "A"), ("2+3i", "3i+2"), ("e^{x}", "\\exp(x)"), ("\\log_2 8", "3"),
+    ("1", "\\frac{2}{2}"),
+    ("x^2 + 2x + 1", "(x+1)^2"),
+    ("\\{1, 2\\}", "\\{2, 1\\}"),
+    ("[0, 1)", "[0,1)"),
+    ("5", "x = 5"),
+    ("\\sqrt{2}", "2^{1/2}"),
+    ("\\begin{pmatrix}1 \\\\ 2\\end{pmatrix}", "\\begin{pmatrix}1 \\\\ 2\\end{pmatrix}"),
+    ("50\\%", "0.5"),
+    ("\\frac{\\pi}{3}", "60^\\circ"),
+    ("x \\le 3", "x \\leq 3"),
+    ("\\sin x", "\\sin(x)"),
+    ("1.5", "3/2"),
+    ("\\text{(A)}", "A"),
+    ("2+3i", "3i+2"),
+    ("e^{x}", "\\exp(x)"),
+    ("\\log_2 8", "3"),
 )
 
 

@@ -15,8 +15,9 @@ RECENT_COMMANDS = 10
 @register.simple_tag
 def recent_commands(run: Run) -> list[tuple[Command, Outcome]]:
     """The run's latest commands, newest first, each with what became of it."""
-    commands = list(Command.objects.filter(run=run).select_related("requested_by")
-                    .order_by("-created_at", "-id")[:RECENT_COMMANDS])
+    commands = list(
+        Command.objects.filter(run=run).select_related("requested_by").order_by("-created_at", "-id")[:RECENT_COMMANDS]
+    )
     found = outcomes(run, commands)
     return [(command, found[command.pk]) for command in commands]
 

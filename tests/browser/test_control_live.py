@@ -3,7 +3,6 @@ with her name appears on the KL chart within one step; then she stops the run, w
 checkpoint first."""
 
 import pytest
-from test_run_page import ARTIFACTS, page  # noqa: F401 (the Chromium page fixture)
 
 from studio.models import Checkpoint, Event, Run, RunStatus
 
@@ -11,8 +10,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(trans
 
 KL_CHART = '.chart[data-metric="kl/ref"]'
 KL_POINTS = f"((c) => c && c.data ? c.data[0].x.length : 0)(document.querySelector('{KL_CHART}'))"
-ALICES_MARKER = (f"((c) => (c && c.layout && c.layout.annotations) || [])(document.querySelector('{KL_CHART}'))"
-                 ".filter(a => a.text === 'reset: manual (alice)').map(a => a.x)")
+ALICES_MARKER = (
+    f"((c) => (c && c.layout && c.layout.annotations) || [])(document.querySelector('{KL_CHART}'))"
+    ".filter(a => a.text === 'reset: manual (alice)').map(a => a.x)"
+)
 WATCH_FOR_ALICES_MARKER = f"""() => {{
   window.alicesMarker = null;
   document.querySelector('{KL_CHART}').on('plotly_relayout', () => {{
@@ -22,15 +23,9 @@ WATCH_FOR_ALICES_MARKER = f"""() => {{
 }}"""
 
 
-def log_in(page, url: str, username: str) -> None:  # noqa: F811
-    page.goto(url + "/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"{username}-password")
-    page.click("button[type=submit]")
-
-
 def test_alice_resets_the_reference_of_her_live_run_and_sees_her_marker_on_the_kl_chart(
-        live_studio, alice, page):  # noqa: F811
+    live_studio, alice, page, log_in, artifacts
+):
     live_studio.start_worker("control-worker")
     log_in(page, live_studio.url, "alice")
     page.goto(live_studio.url + "/runs/new/")
@@ -48,19 +43,20 @@ def test_alice_resets_the_reference_of_her_live_run_and_sees_her_marker_on_the_k
     clicked_at = Run.objects.get(pk=run.pk).last_step
     # A DOM click: live charts keep the renderer of a CPU-only Chromium too busy for timely pointer clicks.
     page.locator("#reset-reference").dispatch_event("click")
-    page.wait_for_function("() => document.getElementById('control-message').textContent === "
-                           "'The reference will be reset to the current policy at the next step boundary.'")
+    page.wait_for_function(
+        "() => document.getElementById('control-message').textContent === "
+        "'The reference will be reset to the current policy at the next step boundary.'"
+    )
 
     page.wait_for_function("() => window.alicesMarker !== null", timeout=120_000)
     markers, chart_step = page.evaluate("window.alicesMarker")
     reset = Event.objects.get(run=run, kind="reset")
     assert reset.data == {"reason": "manual", "requested_by": "alice"} and reset.step >= clicked_at
     assert markers == [reset.step] and chart_step <= reset.step + 1  # on the chart within one step
-    page.wait_for_function("() => document.querySelector('#commands .outcome').textContent"
-                           ".startsWith('applied at step')",
-                           timeout=30_000)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "run-page-reset.png"), full_page=True)
+    page.wait_for_function(
+        "() => document.querySelector('#commands .outcome').textContent.startsWith('applied at step')", timeout=30_000
+    )
+    page.screenshot(path=str(artifacts / "run-page-reset.png"), full_page=True)
 
     # Stop is graceful: the run saves a checkpoint of its last step, then stops.
     page.locator("#stop").dispatch_event("click")

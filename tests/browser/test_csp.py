@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 
 import pytest
 from channels.layers import get_channel_layer
 
 from prorl_engine.config import RunConfig
 from studio.models import Checkpoint, Comparison, Event, MetricPoint, Run, RunStatus, ShareLink
+from studio.payloads import metrics_message, point_payload, run_progress
 from studio.permissions import new_token, token_hash
 from studio.presets import default_values
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 POINTS_JS = "(sel) => { const c = document.querySelector(sel); return c && c.data ? c.data[0].x.length : 0; }"
 REWARD_CHART = '.chart[data-metric="reward/mean"]'
 SOCKET_OPEN_JS = "() => window.studioRun && window.studioRun.socket && window.studioRun.socket.readyState === 1"
@@ -37,8 +34,10 @@ KEYS = ("reward/mean", "reward/verifier_mean", "length/mean", "kl/ref", "policy/
 NOT_FOUND_PATH = "/runs/999999999/"
 # The browser logs each response with an error status it was sent to on purpose (the 404, the lockout).
 STATUS_LOG = "Failed to load resource: the server responded with a status of "
-SELECTED_JS = "(id) => { const i = document.getElementById(id); return i.value.length > 0 && i.selectionStart === 0 " \
-              "&& i.selectionEnd === i.value.length; }"
+SELECTED_JS = (
+    "(id) => { const i = document.getElementById(id); return i.value.length > 0 && i.selectionStart === 0 "
+    "&& i.selectionEnd === i.value.length; }"
+)
 
 
 class Watch:
@@ -67,29 +66,14 @@ class Watch:
             self.policies[response.url] = response.headers.get("content-security-policy", "")
 
 
-@pytest.fixture
-def browser(monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM beside Playwright's event loop
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: run scripts/install_system.sh (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-        from django.db import connections
-
-        connections.close_all()
-
-
 def tiny_config() -> dict:
     return RunConfig.from_dict(default_values(), check_paths=False).to_dict()
 
 
 def with_points(run: Run, steps: int) -> Run:
-    MetricPoint.objects.bulk_create(MetricPoint(run=run, step=s, values={k: s / 10 for k in KEYS})
-                                    for s in range(1, steps + 1))
+    MetricPoint.objects.bulk_create(
+        MetricPoint(run=run, step=s, values={k: s / 10 for k in KEYS}) for s in range(1, steps + 1)
+    )
     Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, last_step=steps)
     Event.objects.create(run=run, step=2, kind="reset", data={"reason": "schedule"}, time=0.0)
     run.refresh_from_db()
@@ -98,14 +82,29 @@ def with_points(run: Run, steps: int) -> Run:
 
 def finished_comparison(owner, run: Run, checkpoint: Checkpoint) -> Comparison:
     answer = {"response": "<answer>2</answer>", "reward": 1.0, "correct": True, "length": 3, "details": {}}
-    result = {"labels": ["a", "b"], "metrics": {"eval/all/pass@1": {"a": 0.5, "b": 1.0}},
-              "prompts": [{"uid": "p1", "prompt": "1+1", "task": "chain_sum", "domain": "logic",
-                           "answers": {"a": [answer], "b": [answer]}}]}
+    result = {
+        "labels": ["a", "b"],
+        "metrics": {"eval/all/pass@1": {"a": 0.5, "b": 1.0}},
+        "prompts": [
+            {
+                "uid": "p1",
+                "prompt": "1+1",
+                "task": "chain_sum",
+                "domain": "logic",
+                "answers": {"a": [answer], "b": [answer]},
+            }
+        ],
+    }
     comparison = Comparison.objects.create(
-        owner=owner, status=Comparison.Status.FINISHED, result=result,
+        owner=owner,
+        status=Comparison.Status.FINISHED,
+        result=result,
         settings={"n": 1, "ks": [1], "prompts": 1, "max_new_tokens": 8, "prompts_run": run.pk},
-        entries=[{"label": "a", "path": checkpoint.path, "run": run.pk, "checkpoint": checkpoint.pk, "step": 3},
-                 {"label": "b", "path": "tiny:", "run": None, "checkpoint": None, "step": 0}])
+        entries=[
+            {"label": "a", "path": checkpoint.path, "run": run.pk, "checkpoint": checkpoint.pk, "step": 3},
+            {"label": "b", "path": "tiny:", "run": None, "checkpoint": None, "step": 0},
+        ],
+    )
     comparison.runs.set([run])
     return comparison
 
@@ -113,13 +112,19 @@ def finished_comparison(owner, run: Run, checkpoint: Checkpoint) -> Comparison:
 def push_point(live_studio, settings, run: Run, step: int) -> None:
     """A metrics payload to the run's group on the live studio's channel layer, as a worker sends it
     (from a thread of its own: Playwright's event loop holds this one)."""
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {
-        "hosts": [{"address": live_studio.env["REDIS_URL"], "socket_timeout": None}],
-        "prefix": live_studio.env["CHANNEL_LAYER_PREFIX"]}}}
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": live_studio.env["REDIS_URL"], "socket_timeout": None}],
+                "prefix": live_studio.env["CHANNEL_LAYER_PREFIX"],
+            },
+        }
+    }
     MetricPoint.objects.create(run=run, step=step, values={k: step / 10 for k in KEYS})
     Run.objects.filter(pk=run.pk).update(last_step=step)
-    payload = {"type": "run.metrics", "points": [{"step": step, "values": {k: step / 10 for k in KEYS}}],
-               "progress": {"step": step, "total": run.total_steps, "eta_s": None, "status": "running"}}
+    run.refresh_from_db()
+    payload = metrics_message([point_payload(step, {k: step / 10 for k in KEYS})], run_progress(run))
     thread = threading.Thread(target=lambda: asyncio.run(get_channel_layer().group_send(run.group_name, payload)))
     thread.start()
     thread.join(30)
@@ -205,8 +210,11 @@ def test_every_page_runs_under_the_policy_without_a_violation(live_studio, setti
     problems = watch.problems + watch_dana.problems + watch_mallory.problems
     assert problems == [], "\n".join(problems)
     policies = {**watch.policies, **watch_dana.policies, **watch_mallory.policies}
-    missing = [page_url for page_url, policy in policies.items()
-               if "script-src 'self'" not in policy and not page_url.endswith(NOT_FOUND_PATH)]  # DEBUG: none on 404
+    missing = [
+        page_url
+        for page_url, policy in policies.items()
+        if "script-src 'self'" not in policy and not page_url.endswith(NOT_FOUND_PATH)
+    ]  # DEBUG: none on 404
     assert len(policies) >= 13 and url + "/registry/" in policies and missing == []
     for context in (alices, danas, mallorys):
         context.close()

@@ -4,47 +4,25 @@ login), shows the curves growing and no control; once Alice revokes it, the link
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+
 from studio.models import Run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 POINTS_JS = "(sel) => { const c = document.querySelector(sel); return c && c.data ? c.data[0].x.length : 0; }"
 OWN_CONTROLS_JS = "Array.from(document.querySelectorAll('button, form')).filter(e => !e.closest('.chart')).length"
 REWARD_CHART = '.chart[data-metric="reward/mean"]'
 STEPS = 40
 
 
-@pytest.fixture
-def browser(monkeypatch):
-    # Playwright's sync API keeps an event loop in this thread; the test's ORM calls stay blocking.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: run scripts/install_system.sh (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-        from django.db import connections
-
-        connections.close_all()
-
-
-def test_a_share_link_shows_the_live_run_without_buttons_until_alice_revokes_it(live_studio, alice, browser):
+def test_a_share_link_shows_the_live_run_without_buttons_until_alice_revokes_it(
+    live_studio, alice, browser, log_in, artifacts
+):
     live_studio.start_worker("share-worker")
     alices = browser.new_context().new_page()
-    alices.goto(live_studio.url + "/accounts/login/")
-    alices.fill("#id_username", "alice")
-    alices.fill("#id_password", "alice-password")
-    alices.click("button[type=submit]")
+    log_in(alices, live_studio.url, "alice")
     alices.goto(live_studio.url + "/runs/new/")
     alices.fill("#id_name", "shared")
     alices.fill("#id_steps", str(STEPS))
@@ -68,9 +46,10 @@ def test_a_share_link_shows_the_live_run_without_buttons_until_alice_revokes_it(
     page.wait_for_function(f"() => ({POINTS_JS})('{REWARD_CHART}') > {seen}", timeout=120_000)  # live, over the socket
     assert page.evaluate(OWN_CONTROLS_JS) == 0  # plotly's chart toolbars aside, not one button or form
     assert page.locator("#controls").count() == 0
-    assert page.get_by_role("button", name=re.compile("^(Stop|Pause|Resume|Reset reference|Save checkpoint)")).count() == 0
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "share-link-page.png"), full_page=True)
+    assert (
+        page.get_by_role("button", name=re.compile("^(Stop|Pause|Resume|Reset reference|Save checkpoint)")).count() == 0
+    )
+    page.screenshot(path=str(artifacts / "share-link-page.png"), full_page=True)
 
     alices.goto(f"{live_studio.url}/runs/{run.pk}/sharing/")
     alices.click("table.share-links button:has-text('Revoke')")

@@ -38,8 +38,12 @@ def test_reinforce_pp_baseline_matches_the_hand_computation():
     advantages = alg.reinforce_pp_baseline_advantages(REWARDS, LENGTHS)
 
     torch.testing.assert_close(advantages, expected, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(advantages, torch.tensor(token_weighted_reference(REWARDS.tolist(), LENGTHS.tolist()),
-                                                        dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        advantages,
+        torch.tensor(token_weighted_reference(REWARDS.tolist(), LENGTHS.tolist()), dtype=torch.float64),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_reinforce_pp_baseline_whitening_is_token_weighted_not_sequence_weighted():
@@ -47,7 +51,7 @@ def test_reinforce_pp_baseline_whitening_is_token_weighted_not_sequence_weighted
     weights = LENGTHS.double()
     # Token-weighted mean 0 and token-weighted population std 1 ...
     assert float((advantages * weights).sum() / weights.sum()) == pytest.approx(0.0, abs=1e-12)
-    assert float(((advantages ** 2) * weights).sum() / weights.sum()) == pytest.approx(1.0, abs=1e-6)  # sigma + 1e-8
+    assert float(((advantages**2) * weights).sum() / weights.sum()) == pytest.approx(1.0, abs=1e-6)  # sigma + 1e-8
     # ... while the plain mean over sequences is not 0 when lengths differ.
     assert float(advantages.mean()) != pytest.approx(0.0, abs=1e-3)
 
@@ -68,8 +72,9 @@ def test_reinforce_pp_baseline_ignores_a_constant_added_to_every_reward(offset):
 
 def test_reinforce_pp_baseline_ignores_a_different_offset_in_each_group():
     shifted = REWARDS + torch.tensor([[3.0], [-2.0]], dtype=torch.float64)
-    torch.testing.assert_close(alg.reinforce_pp_baseline_advantages(shifted, LENGTHS),
-                               alg.reinforce_pp_baseline_advantages(REWARDS, LENGTHS))
+    torch.testing.assert_close(
+        alg.reinforce_pp_baseline_advantages(shifted, LENGTHS), alg.reinforce_pp_baseline_advantages(REWARDS, LENGTHS)
+    )
 
 
 def test_binary_schemes_0_1_and_minus1_1_train_the_same_but_the_format_penalty_breaks_the_equivalence():
@@ -78,13 +83,19 @@ def test_binary_schemes_0_1_and_minus1_1_train_the_same_but_the_format_penalty_b
     wrong answer 0 -> -1 while the format penalty stays -0.5 is not an offset, so batches with format
     failures get different advantages."""
     binary = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
-    torch.testing.assert_close(alg.reinforce_pp_baseline_advantages(2 * binary - 1, LENGTHS),
-                               alg.reinforce_pp_baseline_advantages(binary, LENGTHS), rtol=1e-6, atol=1e-6)  # eps 1e-8 vs sigma
+    torch.testing.assert_close(
+        alg.reinforce_pp_baseline_advantages(2 * binary - 1, LENGTHS),
+        alg.reinforce_pp_baseline_advantages(binary, LENGTHS),
+        rtol=1e-6,
+        atol=1e-6,
+    )  # eps 1e-8 vs sigma
 
     with_format_fail = REWARDS  # [1, 0, -0.5], [0, 0, 1]
     minus_one_scheme = torch.where(with_format_fail == 0.0, -1.0, with_format_fail)
-    assert not torch.allclose(alg.reinforce_pp_baseline_advantages(minus_one_scheme, LENGTHS),
-                              alg.reinforce_pp_baseline_advantages(with_format_fail, LENGTHS))
+    assert not torch.allclose(
+        alg.reinforce_pp_baseline_advantages(minus_one_scheme, LENGTHS),
+        alg.reinforce_pp_baseline_advantages(with_format_fail, LENGTHS),
+    )
 
 
 def test_reinforce_pp_baseline_gives_zero_to_a_group_without_spread_when_the_batch_is_centred():
@@ -101,14 +112,34 @@ def test_grpo_divides_by_the_groups_unbiased_std():
     # Group 1: mean 0.5, unbiased std sqrt(4 * 0.25 / 3). Group 2: mean 0, deviations [1, 0, -0.5, -0.5],
     # unbiased std sqrt(1.5 / 3). Group 3: no spread, so 0 / (0 + eps) = 0.
     std1, std2 = math.sqrt(1 / 3), math.sqrt(0.5)
-    expected = torch.tensor([
-        [0.5 / (std1 + 1e-6), -0.5 / (std1 + 1e-6), -0.5 / (std1 + 1e-6), 0.5 / (std1 + 1e-6)],
-        [1 / (std2 + 1e-6), 0.0, -0.5 / (std2 + 1e-6), -0.5 / (std2 + 1e-6)],
-        [0.0, 0.0, 0.0, 0.0],
-    ], dtype=torch.float64)
+    expected = torch.tensor(
+        [
+            [0.5 / (std1 + 1e-6), -0.5 / (std1 + 1e-6), -0.5 / (std1 + 1e-6), 0.5 / (std1 + 1e-6)],
+            [1 / (std2 + 1e-6), 0.0, -0.5 / (std2 + 1e-6), -0.5 / (std2 + 1e-6)],
+            [0.0, 0.0, 0.0, 0.0],
+        ],
+        dtype=torch.float64,
+    )
     advantages = alg.grpo_advantages(rewards)
     torch.testing.assert_close(advantages, expected, rtol=1e-12, atol=1e-12)
     assert advantages[0, 0].item() == pytest.approx(0.8660254, abs=1e-5)  # sqrt(3) / 2, up to eps
+
+
+def test_the_advantage_estimators_are_looked_up_by_the_names_the_config_accepts():
+    """Both take (rewards, lengths): GRPO ignores the lengths, REINFORCE++-baseline weighs by them."""
+    from prorl_engine import config
+
+    assert tuple(alg.ADVANTAGE_ESTIMATORS) == config.ADVANTAGE_ESTIMATORS
+    torch.testing.assert_close(
+        alg.ADVANTAGE_ESTIMATORS["reinforce_pp_baseline"](REWARDS, LENGTHS),
+        alg.reinforce_pp_baseline_advantages(REWARDS, LENGTHS),
+    )
+    rewards = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    for lengths in (torch.tensor([[1, 1]]), torch.tensor([[1, 99]])):  # std of (1, 0) is sqrt(0.5)
+        torch.testing.assert_close(
+            alg.ADVANTAGE_ESTIMATORS["grpo"](rewards, lengths),
+            torch.tensor([[0.5, -0.5]], dtype=torch.float64) / (math.sqrt(0.5) + 1e-6),
+        )
 
 
 # --- section 7: PPO-clip with clip-higher ----------------------------------------------------------
@@ -178,8 +209,10 @@ def test_clip_fractions_are_token_means_of_the_indicators_over_the_mask():
     assert alg.aggregate_token_mean(stats["clipped_low"], mask).item() == pytest.approx(1 / 5)
 
 
-VALUES = torch.tensor([[1.0, 2.0, 3.0, 100.0], [4.0, 100.0, 100.0, 100.0],
-                       [2.0, 2.0, 100.0, 100.0], [0.0, 6.0, 3.0, 3.0]], dtype=torch.float64)
+VALUES = torch.tensor(
+    [[1.0, 2.0, 3.0, 100.0], [4.0, 100.0, 100.0, 100.0], [2.0, 2.0, 100.0, 100.0], [0.0, 6.0, 3.0, 3.0]],
+    dtype=torch.float64,
+)
 MASK = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.float64)
 
 
@@ -194,10 +227,10 @@ def test_micro_batch_losses_sum_to_the_whole_batch_loss_with_whole_batch_normali
     values = VALUES.clone().requires_grad_(True)
     whole_token = alg.aggregate_token_mean(values, MASK)
     whole_seq = alg.aggregate_seq_mean_token_mean(values, MASK)
-    total_tokens, total_seqs = MASK.sum().item(), MASK.shape[0]
+    whole = alg.BatchSize(tokens=MASK.sum().item(), sequences=MASK.shape[0])
 
-    micro_token = sum(alg.aggregate_token_mean(values[i:i + 2], MASK[i:i + 2], total_tokens=total_tokens) for i in (0, 2))
-    micro_seq = sum(alg.aggregate_seq_mean_token_mean(values[i:i + 2], MASK[i:i + 2], total_seqs=total_seqs) for i in (0, 2))
+    micro_token = sum(alg.aggregate_token_mean(values[i : i + 2], MASK[i : i + 2], whole) for i in (0, 2))
+    micro_seq = sum(alg.aggregate_seq_mean_token_mean(values[i : i + 2], MASK[i : i + 2], whole) for i in (0, 2))
     assert micro_token.item() == pytest.approx(whole_token.item(), abs=1e-12)
     assert micro_seq.item() == pytest.approx(whole_seq.item(), abs=1e-12)
     # Gradients accumulate to the same as well.
@@ -206,12 +239,22 @@ def test_micro_batch_losses_sum_to_the_whole_batch_loss_with_whole_batch_normali
     torch.testing.assert_close(g_micro, g_whole)
 
     # Each micro-batch normalised by its own count would weigh tokens differently: (6+4)/4 and (4+12)/6.
-    naive = sum(alg.aggregate_token_mean(VALUES[i:i + 2], MASK[i:i + 2]) for i in (0, 2)) / 2
+    naive = sum(alg.aggregate_token_mean(VALUES[i : i + 2], MASK[i : i + 2]) for i in (0, 2)) / 2
     assert naive.item() == pytest.approx((10 / 4 + 16 / 6) / 2)
     assert naive.item() != pytest.approx(2.6)
 
 
+def test_the_loss_aggregations_are_looked_up_by_the_names_the_config_accepts():
+    from prorl_engine import config
+
+    assert tuple(alg.LOSS_AGGREGATIONS) == config.LOSS_AGGREGATIONS
+    whole = alg.BatchSize(tokens=10.0, sequences=4)
+    assert alg.LOSS_AGGREGATIONS["token_mean"](VALUES, MASK, whole).item() == pytest.approx(2.6)
+    assert alg.LOSS_AGGREGATIONS["seq_mean_token_mean"](VALUES, MASK, whole).item() == pytest.approx(2.75)
+
+
 # --- section 8: KL estimators -----------------------------------------------------------------------
+
 
 def test_kl_estimators_on_hand_numbers():
     logp = torch.tensor([-1.0, -2.0, -0.7], dtype=torch.float64)
@@ -219,8 +262,9 @@ def test_kl_estimators_on_hand_numbers():
     q = [-0.5, 0.3, 0.0]  # log pi_ref - log pi_theta
     torch.testing.assert_close(alg.kl_k1(logp, ref_logp), torch.tensor([0.5, -0.3, 0.0], dtype=torch.float64))
     torch.testing.assert_close(alg.kl_k2(logp, ref_logp), torch.tensor([0.125, 0.045, 0.0], dtype=torch.float64))
-    torch.testing.assert_close(alg.kl_k3(logp, ref_logp),
-                               torch.tensor([math.exp(x) - x - 1 for x in q], dtype=torch.float64))
+    torch.testing.assert_close(
+        alg.kl_k3(logp, ref_logp), torch.tensor([math.exp(x) - x - 1 for x in q], dtype=torch.float64)
+    )
     assert alg.kl_k3(logp, ref_logp)[0].item() == pytest.approx(0.1065307, abs=1e-7)
     assert alg.KL_ESTIMATORS == {"k1": alg.kl_k1, "k2": alg.kl_k2, "k3": alg.kl_k3}
 
@@ -247,8 +291,10 @@ def test_the_log_ratio_is_clamped_at_plus_minus_10_before_squaring():
     k2 = alg.kl_k2(logp, ref_logp)
     torch.testing.assert_close(k2, torch.tensor([50.0, 50.0, 50.0], dtype=torch.float64))  # 0.5 * 10^2
     torch.testing.assert_close(alg.kl_k1(logp, ref_logp), torch.tensor([-10.0, 10.0, -10.0], dtype=torch.float64))
-    torch.testing.assert_close(alg.kl_k3(logp, ref_logp), torch.tensor(
-        [math.exp(10) - 11, math.exp(-10) + 9, math.exp(10) - 11], dtype=torch.float64))
+    torch.testing.assert_close(
+        alg.kl_k3(logp, ref_logp),
+        torch.tensor([math.exp(10) - 11, math.exp(-10) + 9, math.exp(10) - 11], dtype=torch.float64),
+    )
     assert torch.isfinite(alg.kl_k3(logp, ref_logp)).all()
     # Past the clamp the estimator is constant in logp, so no gradient reaches it there.
     (grad,) = torch.autograd.grad(k2[:2].sum(), logp)
@@ -303,12 +349,13 @@ def test_entropy_from_logits_on_hand_numbers():
 
 # --- sections 2, 7b: the nucleus the sampler draws from ------------------------------------------------
 
+
 def test_the_nucleus_on_hand_numbers():
     """p = 0.5, 0.3, 0.15, 0.05. Cumulative from the least likely: 0.05, 0.2, 0.5, 1.0; tokens whose
     cumulative mass is <= 1 - top_p leave. top_p 0.7 keeps {0.5, 0.3} -> 0.625, 0.375; top_p 0.9
     keeps three -> p / 0.95; top_p 0.1 keeps the most likely alone; top_p 1 keeps everything."""
     probs = torch.tensor([0.3, 0.05, 0.5, 0.15], dtype=torch.float64)  # not sorted: order must not matter
-    logits = probs.log() + 2.0                                       # any offset: softmax is the same
+    logits = probs.log() + 2.0  # any offset: softmax is the same
     inf = float("inf")
     cases = {
         0.7: [math.log(0.375), -inf, math.log(0.625), -inf],
@@ -345,6 +392,7 @@ def test_the_nucleus_passes_gradient_to_the_kept_logits_only():
 
 # --- section 4: cosine length penalty and its on/off schedule ---------------------------------------
 
+
 def test_eta_runs_from_eta_max_at_zero_to_eta_min_at_the_context_limit():
     T, eta_min, eta_max = 100, -1.0, 0.0
     assert alg.cosine_eta(0, T, eta_min, eta_max).item() == pytest.approx(eta_max)
@@ -361,26 +409,37 @@ def test_length_penalty_on_hand_numbers():
     lengths = torch.tensor([0, 25, 50, 100])
     # lambda * (eta_min + 0.5 (eta_max - eta_min)(1 + cos(pi t / T))) with eta_min = -1, eta_max = 0
     expected = [0.0, 0.1 * (-1 + 0.5 * (1 + math.cos(math.pi / 4))), -0.05, -0.1]
-    torch.testing.assert_close(alg.length_penalty(lengths, 100, -1.0, 0.0, 0.1),
-                               torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(
+        alg.length_penalty(lengths, 100, -1.0, 0.0, 0.1), torch.tensor(expected, dtype=torch.float64)
+    )
     assert alg.length_penalty(lengths, 100, -1.0, 0.0, 0.1)[1].item() == pytest.approx(-0.0146447, abs=1e-7)
 
 
 def test_length_penalty_is_on_exactly_in_the_configured_windows():
-    # on = 2, off = 3, start = 1: steps 1 is before the start, then on 2-3, off 4-6, on 7-8, off 9-11, on 12-13, off 14-15.
+    # on = 2, off = 3, start = 1: step 1 is before the start,
+    # then on 2-3, off 4-6, on 7-8, off 9-11, on 12-13, off 14-15.
     on_steps = {step for step in range(1, 16) if alg.length_penalty_on(step, on_steps=2, off_steps=3, start=1)}
     assert on_steps == {2, 3, 7, 8, 12, 13}
     assert alg.length_penalty_windows(15, on_steps=2, off_steps=3, start=1) == [(2, 3), (7, 8), (12, 13)]
     assert alg.length_penalty_windows(12, on_steps=2, off_steps=3, start=1) == [(2, 3), (7, 8), (12, 12)]
-    assert [alg.length_penalty_on(s, 100, 500) for s in (1, 100, 101, 600, 601, 700, 701)] == \
-        [True, True, False, False, True, True, False]
+    assert [alg.length_penalty_on(s, 100, 500) for s in (1, 100, 101, 600, 601, 700, 701)] == [
+        True,
+        True,
+        False,
+        False,
+        True,
+        True,
+        False,
+    ]
 
 
 def test_windows_agree_with_the_on_function_for_random_schedules():
     rng = random.Random(3)
     for _ in range(300):
         steps, on, off, start = rng.randint(1, 40), rng.randint(0, 6), rng.randint(0, 6), rng.randint(0, 8)
-        from_windows = {s for first, last in alg.length_penalty_windows(steps, on, off, start) for s in range(first, last + 1)}
+        from_windows = {
+            s for first, last in alg.length_penalty_windows(steps, on, off, start) for s in range(first, last + 1)
+        }
         from_on = {s for s in range(1, steps + 1) if alg.length_penalty_on(s, on, off, start)}
         assert from_windows == from_on, (steps, on, off, start)
         assert all(first <= last for first, last in alg.length_penalty_windows(steps, on, off, start))
@@ -397,16 +456,20 @@ def test_schedule_preview_follows_the_config():
 
 # --- section 5: dynamic sampling ---------------------------------------------------------------------
 
+
 def test_dynamic_sampling_drops_groups_without_spread_and_keeps_the_rest():
-    rewards = torch.tensor([
-        [0.5, 0.5, 0.5, 0.5],               # constant continuous rewards: no signal (a mean test would keep it)
-        [0.3, 0.3 + 1e-9, 0.3 - 1e-9, 0.3],  # float noise below tol
-        [0.0, 1.0, 0.0, 0.0],               # binary with a success
-        [1.0, 1.0, 1.0, 1.0],               # all correct
-        [0.0, 0.0, 0.0, 0.0],               # all wrong
-        [-0.5, -0.5, 0.0, -0.5],            # format failures versus a wrong answer still differ
-        [0.2, 0.2, 0.2, 0.2 + 1e-5],        # a small but real spread (above tol)
-    ], dtype=torch.float64)
+    rewards = torch.tensor(
+        [
+            [0.5, 0.5, 0.5, 0.5],  # constant continuous rewards: no signal (a mean test would keep it)
+            [0.3, 0.3 + 1e-9, 0.3 - 1e-9, 0.3],  # float noise below tol
+            [0.0, 1.0, 0.0, 0.0],  # binary with a success
+            [1.0, 1.0, 1.0, 1.0],  # all correct
+            [0.0, 0.0, 0.0, 0.0],  # all wrong
+            [-0.5, -0.5, 0.0, -0.5],  # format failures versus a wrong answer still differ
+            [0.2, 0.2, 0.2, 0.2 + 1e-5],  # a small but real spread (above tol)
+        ],
+        dtype=torch.float64,
+    )
     keep = alg.groups_with_signal(rewards, tol=1e-6)
     assert keep.tolist() == [False, False, True, False, False, True, True]
     assert alg.groups_with_signal(rewards, tol=1e-4).tolist() == [False, False, True, False, False, True, False]
@@ -421,6 +484,7 @@ def test_dynamic_sampling_puts_groups_near_tol_on_the_side_their_float64_spread_
 
 
 # --- section 11: pass@k ------------------------------------------------------------------------------
+
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
     samples = [True] * c + [False] * (n - c)

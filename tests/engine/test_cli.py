@@ -69,13 +69,39 @@ def test_a_bad_config_is_refused_before_anything_runs(tiny_model, tmp_path, caps
 
 def test_prorl_eval_writes_pass_at_k_that_match_its_per_sample_results(tiny_model, tmp_path):
     data = tmp_path / "mixed.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"id": "m1", "prompt": "What is 1+1?", "answer": "2"},
-        {"id": "m2", "prompt": "What is 2+3?", "answer": "5"},
-    ]))
+    data.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"id": "m1", "prompt": "What is 1+1?", "answer": "2"},
+                {"id": "m2", "prompt": "What is 2+3?", "answer": "5"},
+            ]
+        )
+    )
     out = tmp_path / "eval"
-    assert main(["eval", str(tiny_model), "--data", f"{data}:math", "--data", "rg:chain_sum", "--size", "3",
-                 "--n", "4", "--k", "1,2,4", "--max-new-tokens", "8", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tiny_model),
+                "--data",
+                f"{data}:math",
+                "--data",
+                "rg:chain_sum",
+                "--size",
+                "3",
+                "--n",
+                "4",
+                "--k",
+                "1,2,4",
+                "--max-new-tokens",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
     metrics = json.loads((out / "eval.json").read_text())
     rows = read_jsonl(out / "eval_samples.jsonl")
@@ -94,22 +120,43 @@ def test_prorl_eval_writes_pass_at_k_that_match_its_per_sample_results(tiny_mode
 
 def test_a_mix_of_all_five_domains_trains_and_logs_a_reward_per_domain(tiny_model, tmp_path):
     examples = ROOT / "prorl_engine/data/examples"
-    data = [{"task": domain, "source": "file", "path": str(examples / f"{domain}.jsonl"), "domain": domain,
-             "weight": 1.0, "eval_size": 1} for domain in ("math", "code", "stem", "logic", "ifeval")]
-    config = tiny_yaml(tmp_path, tiny_model, steps=1, eval_every=0, data=data, prompts_per_step=10,
-                       max_prompt_tokens=512, dynamic_sampling=False)
+    data = [
+        {
+            "task": domain,
+            "source": "file",
+            "path": str(examples / f"{domain}.jsonl"),
+            "domain": domain,
+            "weight": 1.0,
+            "eval_size": 1,
+        }
+        for domain in ("math", "code", "stem", "logic", "ifeval")
+    ]
+    config = tiny_yaml(
+        tmp_path,
+        tiny_model,
+        steps=1,
+        eval_every=0,
+        data=data,
+        prompts_per_step=10,
+        max_prompt_tokens=512,
+        dynamic_sampling=False,
+    )
     run = tmp_path / "run"
     assert main(["train", str(config), "--out", str(run)]) == 0
 
     row = read_jsonl(run / "metrics.jsonl")[0]
-    domains = {key.split("/")[1] for key in row if key.startswith("reward/")} - {"mean", "verifier_mean", "format_fail_frac"}
+    domains = {key.split("/")[1] for key in row if key.startswith("reward/")} - {
+        "mean",
+        "verifier_mean",
+        "format_fail_frac",
+    }
     assert domains <= {"math", "code", "stem", "logic", "ifeval"} and len(domains) >= 3  # 10 weighted draws over 5
     assert row["sampling/kept_groups"] == 10
 
 
-def test_prorl_ablate_hands_its_options_to_the_ablation_command(capsys):
+def test_prorl_ablate_hands_its_options_to_the_ablation_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["ablate", "--variants", "full,no_such_variant"])
+        main(["ablate", "--out", str(tmp_path / "report"), "--variants", "full,no_such_variant"])
     assert exit_info.value.code == 2
     assert "unknown variants no_such_variant" in capsys.readouterr().err
 

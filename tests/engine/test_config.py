@@ -26,8 +26,13 @@ def model_dir(tmp_path):
 def alice(model_dir):
     """Alice's valid small config, as a dict she would write in YAML."""
     return {
-        "model_path": str(model_dir), "steps": 10, "prompts_per_step": 4, "samples_per_prompt": 4,
-        "max_prompt_tokens": 128, "max_response_tokens": 256, "updates_per_step": 2,
+        "model_path": str(model_dir),
+        "steps": 10,
+        "prompts_per_step": 4,
+        "samples_per_prompt": 4,
+        "max_prompt_tokens": 128,
+        "max_response_tokens": 256,
+        "updates_per_step": 2,
         "data": [{"task": "chain_sum", "size": 20, "eval_size": 4}],
     }
 
@@ -47,21 +52,24 @@ def test_alices_config_is_valid(alice):
     assert config.eps_low == 0.2 and config.eps_high == 0.28 and config.beta == 1e-4  # spec defaults
 
 
-@pytest.mark.parametrize("change, field, words", [
-    ({"samples_per_prompt": 1}, "samples_per_prompt", "at least 2"),
-    ({"eps_low": 0.3, "eps_high": 0.2}, "eps_high", "eps_low"),
-    ({"beta": -0.1}, "beta", ">= 0"),
-    ({"updates_per_step": 1}, "updates_per_step", "clip never acts"),
-    ({"eval_samples": 4, "eval_k": [1, 8]}, "eval_k", "eval_samples"),
-    ({"reset_patience": 3, "eval_every": 0}, "reset_patience", "eval_every"),
-    ({"temperature": 0}, "temperature", "> 0"),
-    ({"top_p": 1.5}, "top_p", "(0, 1]"),
-    ({"loss_aggregation": "sum"}, "loss_aggregation", "token_mean"),
-    ({"kl_estimator": "k4"}, "kl_estimator", "k2"),
-    ({"eta_min": 0.5, "eta_max": 0.0}, "eta_min", "eta_max"),
-    ({"length_penalty": True, "on_steps": 0}, "on_steps", "never be on"),
-    ({"reset_interval": 0}, "reset_interval", ">= 1"),
-])
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        ({"samples_per_prompt": 1}, "samples_per_prompt", "at least 2"),
+        ({"eps_low": 0.3, "eps_high": 0.2}, "eps_high", "eps_low"),
+        ({"beta": -0.1}, "beta", ">= 0"),
+        ({"updates_per_step": 1}, "updates_per_step", "clip never acts"),
+        ({"eval_samples": 4, "eval_k": [1, 8]}, "eval_k", "eval_samples"),
+        ({"reset_patience": 3, "eval_every": 0}, "reset_patience", "eval_every"),
+        ({"temperature": 0}, "temperature", "> 0"),
+        ({"top_p": 1.5}, "top_p", "(0, 1]"),
+        ({"loss_aggregation": "sum"}, "loss_aggregation", "token_mean"),
+        ({"kl_estimator": "k4"}, "kl_estimator", "k2"),
+        ({"eta_min": 0.5, "eta_max": 0.0}, "eta_min", "eta_max"),
+        ({"length_penalty": True, "on_steps": 0}, "on_steps", "never be on"),
+        ({"reset_interval": 0}, "reset_interval", ">= 1"),
+    ],
+)
 def test_a_bad_value_is_refused_naming_its_field(alice, change, field, words):
     errors = errors_of({**alice, **change})
     assert field in errors, errors
@@ -107,21 +115,24 @@ def test_an_unknown_reasoning_gym_task_is_refused(alice):
     assert "no_such_puzzle" in errors["data[1]"]
 
 
-@pytest.mark.parametrize("source, words", [
-    ({"task": "chain_sum", "weight": 0}, "weight"),
-    ({"task": "chain_sum", "size": 0}, "size"),
-    ({"task": "chain_sum", "domain": "poetry"}, "domain"),
-    ({"task": "chain_sum", "source": "ftp"}, "source"),
-    ({"task": "chain_sum", "colour": "red"}, "colour"),
-    ({"task": "mine", "source": "file"}, "path"),
-    ({"task": "mine", "source": "file", "path": "/no/such/file.jsonl"}, "/no/such/file.jsonl"),
-    ({"weight": 1.0}, "task"),
-    ({"task": "chain_sum", "weight": float("inf")}, "weight"),
-    ({"task": "chain_sum", "weight": True}, "weight"),
-    ({"task": ["chain_sum"]}, "task"),
-    ({"task": "mine", "source": "file", "path": 5}, "path"),
-    ({"task": "chain_sum", "params": "min_terms=2"}, "params"),
-])
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ({"task": "chain_sum", "weight": 0}, "weight"),
+        ({"task": "chain_sum", "size": 0}, "size"),
+        ({"task": "chain_sum", "domain": "poetry"}, "domain"),
+        ({"task": "chain_sum", "source": "ftp"}, "source"),
+        ({"task": "chain_sum", "colour": "red"}, "colour"),
+        ({"task": "mine", "source": "file"}, "path"),
+        ({"task": "mine", "source": "file", "path": "/no/such/file.jsonl"}, "/no/such/file.jsonl"),
+        ({"weight": 1.0}, "task"),
+        ({"task": "chain_sum", "weight": float("inf")}, "weight"),
+        ({"task": "chain_sum", "weight": True}, "weight"),
+        ({"task": ["chain_sum"]}, "task"),
+        ({"task": "mine", "source": "file", "path": 5}, "path"),
+        ({"task": "chain_sum", "params": "min_terms=2"}, "params"),
+    ],
+)
 def test_a_bad_data_source_is_refused_naming_its_index_and_key(alice, source, words):
     errors = errors_of({**alice, "data": [source]})
     assert words in errors["data[0]"]
@@ -136,29 +147,42 @@ def test_an_unknown_field_is_refused(alice):
     assert errors["samples_per_promt"] == "unknown field"
 
 
-@pytest.mark.parametrize("field, value", [
-    ("samples_per_prompt", "four"),
-    ("samples_per_prompt", 2.5),
-    ("samples_per_prompt", True),
-    ("beta", "small"),
-    ("beta", [0.1]),
-    ("beta", float("nan")),
-    ("dynamic_sampling", "maybe"),
-    ("model_path", 42),
-    ("eval_k", "one,two"),
-    ("eval_k", 4),
-    ("data", "chain_sum"),
-    ("reset_interval", "often"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("samples_per_prompt", "four"),
+        ("samples_per_prompt", 2.5),
+        ("samples_per_prompt", True),
+        ("beta", "small"),
+        ("beta", [0.1]),
+        ("beta", float("nan")),
+        ("dynamic_sampling", "maybe"),
+        ("model_path", 42),
+        ("eval_k", "one,two"),
+        ("eval_k", 4),
+        ("data", "chain_sum"),
+        ("reset_interval", "often"),
+    ],
+)
 def test_a_wrong_type_is_refused_naming_its_field(alice, field, value):
     errors = errors_of({**alice, field: value})
     assert field in errors, errors
 
 
 def test_what_yaml_and_forms_give_is_coerced(alice):
-    config = RunConfig.from_dict({**alice, "samples_per_prompt": "8", "beta": "1e-3", "learning_rate": 1,
-                                  "dynamic_sampling": "false", "eval_k": "1, 4", "reset_interval": "",
-                                  "kl_reset_threshold": None, "steps": 20.0})
+    config = RunConfig.from_dict(
+        {
+            **alice,
+            "samples_per_prompt": "8",
+            "beta": "1e-3",
+            "learning_rate": 1,
+            "dynamic_sampling": "false",
+            "eval_k": "1, 4",
+            "reset_interval": "",
+            "kl_reset_threshold": None,
+            "steps": 20.0,
+        }
+    )
     assert config.samples_per_prompt == 8 and config.beta == 1e-3 and config.learning_rate == 1.0
     assert config.dynamic_sampling is False and config.eval_k == [1, 4]
     assert config.reset_interval is None and config.kl_reset_threshold is None and config.steps == 20
@@ -183,11 +207,21 @@ def test_a_non_mapping_is_refused():
 
 
 def test_yaml_round_trip_gives_an_equal_config(alice):
-    config = RunConfig.from_dict({**alice, "beta": 2.5e-5, "reset_interval": None, "kl_reset_threshold": 0.3,
-                                  "reset_patience": 2, "eval_every": 5, "eval_k": [1, 2], "eval_samples": 4,
-                                  "truncated_reward": None, "loss_aggregation": "seq_mean_token_mean",
-                                  "data": [{"task": "chain_sum", "size": 20, "weight": 3,
-                                            "params": {"min_terms": 2, "max_terms": 3}}]})
+    config = RunConfig.from_dict(
+        {
+            **alice,
+            "beta": 2.5e-5,
+            "reset_interval": None,
+            "kl_reset_threshold": 0.3,
+            "reset_patience": 2,
+            "eval_every": 5,
+            "eval_k": [1, 2],
+            "eval_samples": 4,
+            "truncated_reward": None,
+            "loss_aggregation": "seq_mean_token_mean",
+            "data": [{"task": "chain_sum", "size": 20, "weight": 3, "params": {"min_terms": 2, "max_terms": 3}}],
+        }
+    )
     again = RunConfig.from_yaml(config.to_yaml())
     assert again == config
     assert again.to_yaml() == config.to_yaml()
@@ -214,7 +248,7 @@ def test_field_specs_cover_every_field_with_a_group_and_help():
     for spec in specs:
         assert spec.group in GROUPS, spec
         assert spec.help.strip() and spec.help.rstrip().endswith((".", ")")), spec
-        assert spec.default == getattr(RunConfig(), spec.name), spec
+        assert spec.default == RunConfig().to_dict()[spec.name], spec  # as a config dict (and the form) holds it
         if spec.choices:
             assert spec.default in spec.choices and spec.kind == "choice", spec
     assert {spec.group for spec in specs} == set(GROUPS)
@@ -226,16 +260,41 @@ def test_field_specs_cover_every_field_with_a_group_and_help():
 def test_spec_named_knobs_exist_with_the_spec_defaults():
     config = RunConfig()
     spec_defaults = {
-        "samples_per_prompt": 16, "prompts_per_step": 256, "temperature": 1.2, "top_p": 1.0, "eps_low": 0.2,
-        "eps_high": 0.28, "beta": 1e-4, "kl_estimator": "k2", "truncated_reward": 0.0, "format_penalty": -0.5,
-        "filter_tol": 1e-6, "updates_per_step": 4, "loss_aggregation": "token_mean",
-        "advantage_estimator": "reinforce_pp_baseline", "eval_temperature": 0.6, "eval_top_p": 0.95,
-        "eval_samples": 16, "reset_optimizer": False, "on_steps": 100, "off_steps": 500,
-        "eta_min": -1.0, "eta_max": 0.0, "lambda_len": 0.1,
+        "samples_per_prompt": 16,
+        "prompts_per_step": 256,
+        "temperature": 1.2,
+        "top_p": 1.0,
+        "eps_low": 0.2,
+        "eps_high": 0.28,
+        "beta": 1e-4,
+        "kl_estimator": "k2",
+        "truncated_reward": 0.0,
+        "format_penalty": -0.5,
+        "filter_tol": 1e-6,
+        "updates_per_step": 4,
+        "loss_aggregation": "token_mean",
+        "advantage_estimator": "reinforce_pp_baseline",
+        "eval_temperature": 0.6,
+        "eval_top_p": 0.95,
+        "eval_samples": 16,
+        "reset_optimizer": False,
+        "on_steps": 100,
+        "off_steps": 500,
+        "eta_min": -1.0,
+        "eta_max": 0.0,
+        "lambda_len": 0.1,
     }
     assert {name: getattr(config, name) for name in spec_defaults} == spec_defaults
-    for name in ("max_response_tokens", "max_generation_batches", "reset_interval", "kl_reset_threshold",
-                 "reset_patience", "learning_rate", "seed", "steps"):
+    for name in (
+        "max_response_tokens",
+        "max_generation_batches",
+        "reset_interval",
+        "kl_reset_threshold",
+        "reset_patience",
+        "learning_rate",
+        "seed",
+        "steps",
+    ):
         assert hasattr(config, name)
 
 
@@ -250,65 +309,76 @@ def test_filter_on_defaults_to_the_verifiers_reward_and_refuses_anything_but_ver
 
 # --- bounds on every number and text, and YAML read with limits (issue 11) ----------------------
 
+
 def test_steps_of_2_to_the_31_are_refused_fast_with_a_named_message(alice):
     started = time.perf_counter()
     errors = errors_of({**alice, "steps": 2**31})
     assert time.perf_counter() - started < 1.0
-    assert errors["steps"] == ("must be at most 1,000,000: v2 ran 3,000; 10^6 keeps step numbers inside the "
-                               "database's integer columns")
+    assert errors["steps"] == (
+        "must be at most 1,000,000: v2 ran 3,000; 10^6 keeps step numbers inside the database's integer columns"
+    )
     assert RunConfig.from_dict({**alice, "steps": 10**6}).steps == 10**6  # the bound itself is a valid run
 
 
-@pytest.mark.parametrize("change, field, words", [
-    ({"learning_rate": 2**31}, "learning_rate", "must be at most 1: "),
-    ({"temperature": 1e40}, "temperature", "must be at most 10: "),
-    ({"eval_temperature": 10.5}, "eval_temperature", "must be at most 10: "),
-    ({"prompts_per_step": 4097}, "prompts_per_step", "must be at most 4,096: "),
-    ({"samples_per_prompt": 1025}, "samples_per_prompt", "must be at most 1,024: "),
-    ({"max_response_tokens": 131_073}, "max_response_tokens", "must be at most 131,072: "),
-    ({"max_prompt_tokens": 10**9}, "max_prompt_tokens", "must be at most 131,072: "),
-    ({"seed": -1}, "seed", "must be at least 0: numpy"),
-    ({"seed": 2**32}, "seed", "must be at most 4,294,967,295: "),
-    ({"format_penalty": -2}, "format_penalty", "must be at least -1: "),
-    ({"truncated_reward": 1.5}, "truncated_reward", "must be at most 1: "),
-    ({"beta": 11}, "beta", "must be at most 10: "),
-    ({"eps_high": 50}, "eps_high", "must be at most 10: "),
-    ({"lambda_len": 1e6}, "lambda_len", "must be at most 10: "),
-    ({"eta_min": -1e9}, "eta_min", "must be at least -10: "),
-    ({"reset_interval": 10**7}, "reset_interval", "must be at most 1,000,000: "),
-    ({"kl_reset_threshold": 1e3}, "kl_reset_threshold", "must be at most 100: "),
-    ({"max_generation_batches": 10**5}, "max_generation_batches", "must be at most 1,024: "),
-    ({"eval_samples": 4096, "eval_k": [1]}, "eval_samples", "must be at most 1,024: "),
-    ({"eval_k": [1] * 33}, "eval_k", "at most 32"),
-    ({"samples_per_step_logged": 10**6}, "samples_per_step_logged", "must be at most 1,024: "),
-    ({"prompts_per_step": 4096, "samples_per_prompt": 32}, "prompts_per_step", "131,072 responses per step"),
-    ({"prompts_per_step": 4096, "samples_per_prompt": 16, "max_response_tokens": 131_072}, "max_response_tokens",
-     "tokens; at most 1,073,741,824"),
-])
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        ({"learning_rate": 2**31}, "learning_rate", "must be at most 1: "),
+        ({"temperature": 1e40}, "temperature", "must be at most 10: "),
+        ({"eval_temperature": 10.5}, "eval_temperature", "must be at most 10: "),
+        ({"prompts_per_step": 4097}, "prompts_per_step", "must be at most 4,096: "),
+        ({"samples_per_prompt": 1025}, "samples_per_prompt", "must be at most 1,024: "),
+        ({"max_response_tokens": 131_073}, "max_response_tokens", "must be at most 131,072: "),
+        ({"max_prompt_tokens": 10**9}, "max_prompt_tokens", "must be at most 131,072: "),
+        ({"seed": -1}, "seed", "must be at least 0: numpy"),
+        ({"seed": 2**32}, "seed", "must be at most 4,294,967,295: "),
+        ({"format_penalty": -2}, "format_penalty", "must be at least -1: "),
+        ({"truncated_reward": 1.5}, "truncated_reward", "must be at most 1: "),
+        ({"beta": 11}, "beta", "must be at most 10: "),
+        ({"eps_high": 50}, "eps_high", "must be at most 10: "),
+        ({"lambda_len": 1e6}, "lambda_len", "must be at most 10: "),
+        ({"eta_min": -1e9}, "eta_min", "must be at least -10: "),
+        ({"reset_interval": 10**7}, "reset_interval", "must be at most 1,000,000: "),
+        ({"kl_reset_threshold": 1e3}, "kl_reset_threshold", "must be at most 100: "),
+        ({"max_generation_batches": 10**5}, "max_generation_batches", "must be at most 1,024: "),
+        ({"eval_samples": 4096, "eval_k": [1]}, "eval_samples", "must be at most 1,024: "),
+        ({"eval_k": [1] * 33}, "eval_k", "at most 32"),
+        ({"samples_per_step_logged": 10**6}, "samples_per_step_logged", "must be at most 1,024: "),
+        ({"prompts_per_step": 4096, "samples_per_prompt": 32}, "prompts_per_step", "131,072 responses per step"),
+        (
+            {"prompts_per_step": 4096, "samples_per_prompt": 16, "max_response_tokens": 131_072},
+            "max_response_tokens",
+            "tokens; at most 1,073,741,824",
+        ),
+    ],
+)
 def test_an_absurd_value_is_refused_with_its_bound_and_reason(alice, change, field, words):
     errors = errors_of({**alice, **change}, check_paths=False)
     assert words in errors[field], errors
 
 
-@pytest.mark.parametrize("source, words", [
-    ({"task": "chain_sum", "size": 10**20}, "size must be at most 1,000,000: "),
-    ({"task": "chain_sum", "size": 1e20}, "size must be a whole number >= 1, not 1e+20"),
-    ({"task": "chain_sum", "eval_size": 10**6}, "eval_size must be at most 100,000: "),
-    ({"task": "chain_sum", "eval_size": True}, "eval_size must be a whole number >= 0"),
-    ({"task": "chain_sum", "weight": 1e9}, "weight must be at most 1,000,000: "),
-    ({"task": "chain_sum", "task_": 1, 2: 3, None: 4}, "unknown keys 2, None, task_"),
-    ({"task": "x" * 201}, "task is 201 characters long; at most 200"),
-    ({"task": "chain_sum", "instruction": "x" * 5000}, "instruction is 5,000 characters long; at most 4,096"),
-    ({"task": "chain_sum", "instruction": "say \x00"}, "instruction contains a NUL character"),
-    ({"task": "mine", "source": "file", "path": "/tmp/\x00x.jsonl"}, "path contains a NUL character"),
-    ({"task": "mine", "source": "file", "path": "/" + "a" * 10**6}, "path is 1,000,001 characters long"),
-    ({"task": "chain_sum", "params": {"size": 10**20}}, "params may not set size"),
-    ({"task": "chain_sum", "params": {"when": datetime.date(2020, 1, 1)}}, "params values must be text, numbers"),
-    ({"task": "chain_sum", "params": {"x": float("nan")}}, "params values must be finite numbers"),
-    ({"task": "chain_sum", "params": {1: 2}}, "params keys must be short text"),
-    ({"task": "chain_sum", "params": {"x": [[[[[[[[1]]]]]]]]}}, "params are nested deeper than 8 levels"),
-    ({"task": "chain_sum", "params": {"x": list(range(2000))}}, "params hold more than 1,000 values"),
-])
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ({"task": "chain_sum", "size": 10**20}, "size must be at most 1,000,000: "),
+        ({"task": "chain_sum", "size": 1e20}, "size must be a whole number >= 1, not 1e+20"),
+        ({"task": "chain_sum", "eval_size": 10**6}, "eval_size must be at most 100,000: "),
+        ({"task": "chain_sum", "eval_size": True}, "eval_size must be a whole number >= 0"),
+        ({"task": "chain_sum", "weight": 1e9}, "weight must be at most 1,000,000: "),
+        ({"task": "chain_sum", "task_": 1, 2: 3, None: 4}, "unknown keys 2, None, task_"),
+        ({"task": "x" * 201}, "task is 201 characters long; at most 200"),
+        ({"task": "chain_sum", "instruction": "x" * 5000}, "instruction is 5,000 characters long; at most 4,096"),
+        ({"task": "chain_sum", "instruction": "say \x00"}, "instruction contains a NUL character"),
+        ({"task": "mine", "source": "file", "path": "/tmp/\x00x.jsonl"}, "path contains a NUL character"),
+        ({"task": "mine", "source": "file", "path": "/" + "a" * 10**6}, "path is 1,000,001 characters long"),
+        ({"task": "chain_sum", "params": {"size": 10**20}}, "params may not set size"),
+        ({"task": "chain_sum", "params": {"when": datetime.date(2020, 1, 1)}}, "params values must be text, numbers"),
+        ({"task": "chain_sum", "params": {"x": float("nan")}}, "params values must be finite numbers"),
+        ({"task": "chain_sum", "params": {1: 2}}, "params keys must be short text"),
+        ({"task": "chain_sum", "params": {"x": [[[[[[[[1]]]]]]]]}}, "params are nested deeper than 8 levels"),
+        ({"task": "chain_sum", "params": {"x": list(range(2000))}}, "params hold more than 1,000 values"),
+    ],
+)
 def test_a_data_source_out_of_bounds_is_refused_before_any_path_is_used(alice, source, words):
     errors = errors_of({**alice, "data": [source]})  # paths checked: a NUL or 1 MB path must not reach the disk
     assert words in errors["data[0]"], errors
@@ -357,8 +427,9 @@ def test_a_config_too_large_to_store_is_refused(alice):
 
 
 def test_every_number_has_a_documented_bound_and_every_default_lies_in_it():
-    numeric = {spec.name for spec in RunConfig.field_specs()
-               if spec.kind in ("int", "float", "optional_int", "optional_float")}
+    numeric = {
+        spec.name for spec in RunConfig.field_specs() if spec.kind in ("int", "float", "optional_int", "optional_float")
+    }
     assert numeric == set(BOUNDS)
     defaults = RunConfig()
     for name, bound in BOUNDS.items():
@@ -377,9 +448,16 @@ def test_the_shipped_configs_lie_within_the_bounds(name):
     assert RunConfig.from_yaml(text, check_paths=False).steps >= 1
 
 
-BOMB = "\n".join(["model_path: tiny:x", "data:", "  - task: chain_sum", "    params:",
-                  '      a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-                 + [f"      {b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")])
+BOMB = "\n".join(
+    [
+        "model_path: tiny:x",
+        "data:",
+        "  - task: chain_sum",
+        "    params:",
+        '      a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+    ]
+    + [f"      {b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")]
+)
 
 
 def test_a_yaml_alias_bomb_in_the_params_is_refused_in_milliseconds():
@@ -402,19 +480,23 @@ def test_yaml_nested_5000_levels_is_a_config_error_not_a_recursion_error():
 def test_yaml_anchors_within_the_limits_are_fine_and_dates_stay_text(alice):
     text = yaml.safe_dump({**alice, "data": []}) + (
         "data:\n  - {task: chain_sum, size: 20, params: &p {min_terms: 2, max_terms: 2, note: 2020-01-01}}\n"
-        "  - {task: chain_sum, size: 30, params: *p}\n")
+        "  - {task: chain_sum, size: 30, params: *p}\n"
+    )
     config = RunConfig.from_yaml(text)
-    assert config.data[1]["params"] == {"min_terms": 2, "max_terms": 2, "note": "2020-01-01"}
+    assert config.data[1].params == {"min_terms": 2, "max_terms": 2, "note": "2020-01-01"}
     assert json.loads(json.dumps(config.to_dict()))["data"][0]["params"]["note"] == "2020-01-01"
 
 
-@pytest.mark.parametrize("text, words", [
-    ("steps: !!binary aGVsbG8=", "binary values are not accepted"),
-    ("steps: " + "9" * 40, "an integer longer than 32 characters"),
-    ("a: &a [*a]", "contains it"),
-    ("x: y\n" + "#" * 140_000, "at most 131,072 are read"),
-    ("steps: [1,\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("steps: !!binary aGVsbG8=", "binary values are not accepted"),
+        ("steps: " + "9" * 40, "an integer longer than 32 characters"),
+        ("a: &a [*a]", "contains it"),
+        ("x: y\n" + "#" * 140_000, "at most 131,072 are read"),
+        ("steps: [1,\n", "not valid YAML"),
+    ],
+)
 def test_yaml_over_a_limit_or_not_yaml_is_refused_on_config(text, words):
     with pytest.raises(ConfigError) as caught:
         RunConfig.from_yaml(text, check_paths=False)

@@ -4,33 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from prorl_engine import basemodel
-from prorl_engine.ablations import VARIANTS, NullSink
+from prorl_engine.ablations.variants import VARIANTS
+from prorl_engine.builders import resolve_model_path
 from prorl_engine.config import RunConfig
-from prorl_engine.modeling import resolve_model_path
+from prorl_engine.demo.build import DEMO_BUILD, DEMO_MODEL_DIR, PACKAGE_DIR, finished_build
+from prorl_engine.demo.problems import RL_SEED, demo_sources
+from prorl_engine.events import MemorySink
 
-DEMO = basemodel.REPO_ROOT / "prorl_engine" / "configs" / "demo.yaml"
-
-
-class Recorder(NullSink):
-    def __init__(self):
-        self.rows: list[dict] = []
-
-    def metrics(self, step: int, values: dict[str, float]) -> None:
-        self.rows.append(values)
+DEMO = PACKAGE_DIR / "configs" / "demo.yaml"
 
 
 def demo_config(**changes) -> RunConfig:
     """The demo config with its model path made absolute (tests may run from any folder)."""
     config = RunConfig.load(DEMO, check_paths=False)
-    return config.replace(model_path=str(basemodel.DEMO_MODEL_DIR), **changes)
+    return config.replace(model_path=str(DEMO_MODEL_DIR), **changes)
 
 
-def test_the_demo_trains_on_the_tasks_and_difficulty_the_base_model_learned():
+def test_the_demo_trains_on_the_mix_the_base_model_was_built_for():
     config = demo_config()
-    assert {source["task"]: source["params"] for source in config.data} == basemodel.TASKS
-    assert all(source["eval_size"] == basemodel.DEMO_EVAL_SIZE for source in config.data)
-    assert config.seed == basemodel.RL_SEED  # its held-out split is the one kept out of the SFT data
+    assert config.data == demo_sources()  # tasks, difficulty, sizes and held-out split sizes
+    assert config.seed == RL_SEED  # its held-out split is the one kept out of the SFT data
 
 
 def test_the_demo_runs_every_part_of_the_recipe():
@@ -44,7 +37,9 @@ def test_the_demo_runs_every_part_of_the_recipe():
 def test_the_demo_model_path_is_the_committed_build():
     model_path = RunConfig.load(DEMO, check_paths=False).model_path
     assert model_path == "base:prorl_engine/configs/demo-base"
-    assert resolve_model_path(f"base:{basemodel.DEMO_MODEL_DIR}") == basemodel.DEMO_MODEL_DIR  # cached: no rebuild
+    recipe = {"seed": 0, **DEMO_BUILD, "guess_offset": list(DEMO_BUILD["guess_offset"])}
+    assert finished_build(DEMO_MODEL_DIR, recipe)  # so `base:` reads it and builds nothing
+    assert resolve_model_path(f"base:{DEMO_MODEL_DIR}") == DEMO_MODEL_DIR
 
 
 def test_every_ablation_variant_is_a_valid_config_that_differs_in_one_part():
@@ -57,19 +52,13 @@ def test_every_ablation_variant_is_a_valid_config_that_differs_in_one_part():
 @pytest.mark.slow
 def test_a_short_seeded_demo_run_improves_its_reward(tmp_path):
     """The demo recipe, unchanged but for a pool of 8 training prompts per task (so prompts recur
-    within a short run, as they recur over the epochs of a long one): 18 steps, about 40 seconds
-    on 2 idle cores.
-
-    Seeded (model, data order, sampling), so the run is the same every time on a machine. Measured
-    on the 2-core development machine (2 threads): mean verifier reward 0.192 over steps 1-6, 0.335
-    over steps 13-18 (+0.14); the test asks for +0.10.
-    """
+    within a short run, as they recur over the epochs of a long one), 18 steps. Seeded (model,
+    data order, sampling), so the run is the same every time on a machine."""
     from prorl_engine.trainer import Trainer
 
-    small_pool = [{**source, "size": 8} for source in demo_config().data]
-    config = demo_config(steps=18, eval_every=0, checkpoint_every=1000, data=small_pool)
-    recorder = Recorder()
+    config = demo_config(steps=18, eval_every=0, checkpoint_every=1000, data=demo_sources(train_size=8))
+    recorder = MemorySink()
     Trainer(config, tmp_path / "run", recorder).train()
-    rewards = [row["reward/verifier_mean"] for row in recorder.rows]
+    rewards = [row["reward/verifier_mean"] for row in recorder.metrics_rows]
     first, last = sum(rewards[:6]) / 6, sum(rewards[-6:]) / 6
     assert last > first + 0.10, f"mean reward {first:.3f} over steps 1-6, {last:.3f} over steps 13-18"

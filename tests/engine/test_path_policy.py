@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from prorl_engine.builders import MODEL_BUILDERS
 from prorl_engine.config import ConfigError, RunConfig
-from prorl_engine.modeling import MODEL_BUILDERS
 from prorl_engine.paths import DATA_REFUSED, MODEL_REFUSED, PathPolicy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,14 +46,25 @@ def server(tmp_path) -> dict[str, Path]:
 def policy(server) -> PathPolicy:
     """Bob's rules: the open roots, builds under the project's var/models, nothing granted."""
     tmp = server["tmp"]
-    return PathPolicy(base_dir=server["project"], build_root=server["project"] / "var" / "models",
-                      model_roots=(tmp / "models",), data_roots=(tmp / "data",))
+    return PathPolicy(
+        base_dir=server["project"],
+        build_root=server["project"] / "var" / "models",
+        model_roots=(tmp / "models",),
+        data_roots=(tmp / "data",),
+    )
 
 
 def config(**changes) -> dict:
-    values = {"model_path": "tiny:var/models/tiny", "steps": 4, "prompts_per_step": 2, "samples_per_prompt": 2,
-              "max_prompt_tokens": 64, "max_response_tokens": 16, "updates_per_step": 2,
-              "data": [{"task": "chain_sum", "size": 8, "eval_size": 2}]}
+    values = {
+        "model_path": "tiny:var/models/tiny",
+        "steps": 4,
+        "prompts_per_step": 2,
+        "samples_per_prompt": 2,
+        "max_prompt_tokens": 64,
+        "max_response_tokens": 16,
+        "updates_per_step": 2,
+        "data": [{"task": "chain_sum", "size": 8, "eval_size": 2}],
+    }
     return {**values, **changes}
 
 
@@ -86,9 +97,14 @@ def test_a_folder_the_caller_grants_is_used(server, policy):
     assert RunConfig.from_dict(config(model_path=str(server["alices_checkpoint"])), path_policy=granted)
 
 
-@pytest.mark.parametrize("model_path", [
-    "/etc/passwd", "models/../runs/1/checkpoints/step-000004", "models/shared/../shared",
-])
+@pytest.mark.parametrize(
+    "model_path",
+    [
+        "/etc/passwd",
+        "models/../runs/1/checkpoints/step-000004",
+        "models/shared/../shared",
+    ],
+)
 def test_escapes_are_refused_like_a_missing_folder(server, policy, model_path):
     local = dataclasses.replace(policy, base_dir=server["tmp"])  # "models/shared" is a real root
     assert RunConfig.from_dict(config(model_path="models/shared"), path_policy=local)
@@ -102,15 +118,16 @@ def test_a_nul_byte_names_nothing_a_policy_allows(server, policy):
     assert local.locate_data("data/math.jsonl") is not None and local.locate_data("data/math.jsonl\0") is None
 
 
-@pytest.mark.parametrize("model_path", ["tiny:/tmp/anywhere", "tiny:", "tiny:.", "tiny:../outside",
-                                        "tiny:var/models/../../outside", "base:/etc/prorl"])
+@pytest.mark.parametrize(
+    "model_path",
+    ["tiny:/tmp/anywhere", "tiny:", "tiny:.", "tiny:../outside", "tiny:var/models/../../outside", "base:/etc/prorl"],
+)
 def test_a_builder_may_not_write_outside_the_build_root(server, policy, model_path):
     assert errors_of(config(model_path=model_path), path_policy=policy) == {"model_path": MODEL_REFUSED}
     assert errors_of(config(model_path="/no/such/folder"), path_policy=policy) == {"model_path": MODEL_REFUSED}
 
 
-def test_builder_folder_names_resolve_inside_the_build_root_whatever_the_working_directory(server, policy,
-                                                                                            monkeypatch):
+def test_builder_folder_names_resolve_inside_the_build_root_whatever_the_working_directory(server, policy, monkeypatch):
     monkeypatch.chdir(server["tmp"])
     build_root = server["project"] / "var" / "models"
     as_at_a_terminal = policy.locate_model("tiny:var/models/tiny-qwen2", MODEL_BUILDERS)
@@ -130,8 +147,11 @@ def test_a_built_model_under_a_read_only_root_is_used_as_it_is_never_rebuilt_the
 
 
 def test_the_committed_demo_model_stays_usable_read_only():
-    policy = PathPolicy(base_dir=REPO, build_root=REPO / "var" / "models",
-                        model_roots=(REPO / "prorl_engine" / "configs" / "demo-base",))
+    policy = PathPolicy(
+        base_dir=REPO,
+        build_root=REPO / "var" / "models",
+        model_roots=(REPO / "prorl_engine" / "configs" / "demo-base",),
+    )
     demo = RunConfig.load(REPO / "prorl_engine" / "configs" / "demo.yaml", path_policy=policy)
     resolved = policy.resolve(demo, MODEL_BUILDERS)
     assert resolved.model_path == str(REPO / "prorl_engine" / "configs" / "demo-base")
@@ -144,27 +164,31 @@ def test_bob_cannot_read_a_server_file_as_data_and_hears_what_he_hears_for_a_mis
     assert RunConfig.from_dict(config(data=file_source(str(server["shared_data"]))), path_policy=policy)
 
 
-def test_the_worker_config_has_absolute_paths_read_from_the_project_not_the_working_directory(server, policy,
-                                                                                              monkeypatch):
+def test_the_worker_config_has_absolute_paths_read_from_the_project_not_the_working_directory(
+    server, policy, monkeypatch
+):
     data_file(server["project"] / "data" / "mine.jsonl")
     local = dataclasses.replace(policy, data_roots=(server["project"] / "data",))
     monkeypatch.chdir(server["tmp"])
     checked = RunConfig.from_dict(config(data=file_source("data/mine.jsonl")), path_policy=local)
     resolved = local.resolve(checked, MODEL_BUILDERS)
     assert resolved.model_path == f"tiny:{server['project'] / 'var' / 'models' / 'tiny'}"
-    assert resolved.data[0]["path"] == str(server["project"] / "data" / "mine.jsonl")
+    assert resolved.data[0].path == str(server["project"] / "data" / "mine.jsonl")
     with pytest.raises(ValueError, match="no data file you may use"):
         local.resolve(RunConfig.from_dict(config(data=file_source(str(server["secret"])))), MODEL_BUILDERS)
 
 
 def test_a_web_host_without_the_files_trusts_permitted_paths_and_still_refuses_the_rest(server, policy):
     trusting = dataclasses.replace(policy, check_disk=False)
-    only_on_workers = config(model_path=str(server["tmp"] / "models" / "on-the-gpu-box"),
-                             data=file_source(str(server["tmp"] / "data" / "on-the-gpu-box.jsonl")))
+    only_on_workers = config(
+        model_path=str(server["tmp"] / "models" / "on-the-gpu-box"),
+        data=file_source(str(server["tmp"] / "data" / "on-the-gpu-box.jsonl")),
+    )
     assert RunConfig.from_dict(only_on_workers, path_policy=trusting)
     assert errors_of(only_on_workers, path_policy=policy).keys() == {"model_path", "data[0]"}
     assert errors_of(config(model_path=str(server["alices_checkpoint"])), path_policy=trusting) == {
-        "model_path": MODEL_REFUSED}
+        "model_path": MODEL_REFUSED
+    }
     # check_paths=False (the preview) keeps the rules and skips the disk, as check_disk=False does.
     assert RunConfig.from_dict(only_on_workers, check_paths=False, path_policy=policy)
 

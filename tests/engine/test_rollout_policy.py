@@ -16,14 +16,18 @@ import torch
 from prorl_engine.config import RunConfig
 from prorl_engine.data.example import Example
 from prorl_engine.events import JsonlSink
-from prorl_engine.modeling import decode_response, encode_prompt, load_policy, load_tokenizer
+from prorl_engine.modeling import load_policy, load_tokenizer
+from prorl_engine.prompts import decode_response, encode_prompt
 from prorl_engine.rewards import score_all
 from prorl_engine.rollout import HFGenerateBackend, SamplingParams, batched_logprobs, pack, response_logprobs
 from prorl_engine.tiny import EOS, train_tokenizer
 from prorl_engine.trainer import Trainer
 
 DEMO_BASE = "prorl_engine/configs/demo-base"
-QUESTION = "State the final answer to the following arithmetic problem: 7 + 5 =\nPut your final answer inside <answer></answer> tags."
+QUESTION = (
+    "State the final answer to the following arithmetic problem: 7 + 5 =\n"
+    "Put your final answer inside <answer></answer> tags."
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +78,15 @@ def test_answer_tags_that_a_tokenizer_marks_special_reach_the_verifier():
     assert text == "7 + 5 = 12\n<answer>12</answer>"
     assert EOS not in text
 
-    example = Example(uid="chain_sum/0", prompt="What is 7 + 5?", domain="logic", task="chain_sum",
-                      answer="12", metadata={"entry": {"question": "What is 7 + 5?", "answer": "12",
-                                                       "metadata": {"source_dataset": "chain_sum"}}})
-    score, = score_all([example], [text], [False], format_penalty=-0.5, truncated_reward=0.0)
+    example = Example(
+        uid="chain_sum/0",
+        prompt="What is 7 + 5?",
+        domain="logic",
+        task="chain_sum",
+        answer="12",
+        metadata={"entry": {"question": "What is 7 + 5?", "answer": "12", "metadata": {"source_dataset": "chain_sum"}}},
+    )
+    (score,) = score_all([example], [text], [False], format_penalty=-0.5, truncated_reward=0.0)
     assert score.verdict.format_ok and score.reward == 1.0
 
 
@@ -85,13 +94,29 @@ def test_the_trainers_pi_old_at_top_p_0_95_is_the_distribution_the_sampler_drew_
     """The sampler's own log-probs are generate's processed scores (logits / tau, cut to the nucleus);
     the trainer's pi_old of the sampled tokens equals them. The untruncated softmax (what pi_old was
     before) is off by log(kept mass) on every token."""
-    config = RunConfig.from_dict({
-        "model_path": DEMO_BASE, "seed": 0, "temperature": 1.2, "top_p": 0.95, "steps": 1,
-        "data": [{"task": "chain_sum", "size": 16, "eval_size": 2,
-                  "params": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}}],
-        "max_prompt_tokens": 64, "prompts_per_step": 4, "samples_per_prompt": 8, "max_response_tokens": 48,
-        "updates_per_step": 2, "device": "cpu",
-    })
+    config = RunConfig.from_dict(
+        {
+            "model_path": DEMO_BASE,
+            "seed": 0,
+            "temperature": 1.2,
+            "top_p": 0.95,
+            "steps": 1,
+            "data": [
+                {
+                    "task": "chain_sum",
+                    "size": 16,
+                    "eval_size": 2,
+                    "params": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
+                }
+            ],
+            "max_prompt_tokens": 64,
+            "prompts_per_step": 4,
+            "samples_per_prompt": 8,
+            "max_response_tokens": 48,
+            "updates_per_step": 2,
+            "device": "cpu",
+        }
+    )
     trainer = Trainer(config, tmp_path, JsonlSink(tmp_path))
     generate, recorded = trainer.policy.generate, []
 
@@ -103,7 +128,7 @@ def test_the_trainers_pi_old_at_top_p_0_95_is_the_distribution_the_sampler_drew_
     monkeypatch.setattr(trainer.policy, "generate", recording_generate)
     torch.manual_seed(0)
     rollout, _ = trainer._generate(trainer.mix.draw(4), penalty_on=False)
-    (scores, raw_logits), = recorded  # one chunk: the 4 prompts x 8 samples, left-padded by the sampler
+    ((scores, raw_logits),) = recorded  # one chunk: the 4 prompts x 8 samples, left-padded by the sampler
     batch = pack(rollout.prompts, rollout.responses, trainer.tokenizer.pad_token_id)
     T, mask = batch.targets.shape[1], batch.mask.bool()
     targets = batch.targets.unsqueeze(-1)
@@ -116,4 +141,4 @@ def test_the_trainers_pi_old_at_top_p_0_95_is_the_distribution_the_sampler_drew_
     (untruncated,) = batched_logprobs(trainer.policy, [batch], torch.device("cpu"), temperature=1.2)
     torch.testing.assert_close(untruncated[mask], (sampler + kept_mass.log())[mask], atol=2e-5, rtol=0)
     assert (kept_mass[mask] < 1).float().mean() > 0.5  # the cut acts on most tokens here
-    assert (sampler - untruncated)[mask].mean() > 0.01   # the gap the trainer used to leave, in nats
+    assert (sampler - untruncated)[mask].mean() > 0.01  # the gap the trainer used to leave, in nats

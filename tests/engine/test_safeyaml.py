@@ -22,14 +22,17 @@ def loader(request, monkeypatch):
     return safeyaml.load
 
 
-@pytest.mark.parametrize("text, accepted", [
-    ("[[x]]", True),        # x lies 3 levels deep: the outer list, the inner list, itself
-    ("[[[x]]]", False),
-    ("[[[]]]", True),       # an empty list has nothing inside it
-    ("a: {b: 1}", True),
-    ("a: {b: [1]}", False),
-    ("x", True),
-])
+@pytest.mark.parametrize(
+    "text, accepted",
+    [
+        ("[[x]]", True),  # x lies 3 levels deep: the outer list, the inner list, itself
+        ("[[[x]]]", False),
+        ("[[[]]]", True),  # an empty list has nothing inside it
+        ("a: {b: 1}", True),
+        ("a: {b: [1]}", False),
+        ("x", True),
+    ],
+)
 def test_depth_counts_every_node_on_the_path_the_same_way_in_both_passes(loader, text, accepted):
     limits = Limits(max_depth=3)
     if accepted:
@@ -62,8 +65,16 @@ def test_a_recursive_document_is_refused(loader):
         loader("a: &a [1, *a]")
 
 
-@pytest.mark.parametrize("text", ["x: !!binary aGVsbG8=", "x: !!set {a, b}", "x: !!omap [a: 1]",
-                                  "x: !!timestamp 2020-01-01", "x: !!python/object:os.system {}"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x: !!binary aGVsbG8=",
+        "x: !!set {a, b}",
+        "x: !!omap [a: 1]",
+        "x: !!timestamp 2020-01-01",
+        "x: !!python/object:os.system {}",
+    ],
+)
 def test_only_json_like_values_are_built(loader, text):
     with pytest.raises(yaml.YAMLError):
         loader(text)
@@ -71,7 +82,12 @@ def test_only_json_like_values_are_built(loader, text):
 
 def test_dates_are_read_as_text_and_numbers_as_numbers(loader):
     assert loader("a: 2020-01-01\nb: 1.5\nc: 0x10\nd: null\ne: yes") == {
-        "a": "2020-01-01", "b": 1.5, "c": 16, "d": None, "e": True}
+        "a": "2020-01-01",
+        "b": 1.5,
+        "c": 16,
+        "d": None,
+        "e": True,
+    }
 
 
 def test_the_text_length_is_checked_before_reading(loader):
@@ -85,7 +101,13 @@ def test_the_text_length_is_checked_before_reading(loader):
 def test_the_cli_refuses_an_alias_bomb_config_with_a_named_error(tmp_path, capsys):
     from prorl_engine.cli import main
 
-    lines = ["model_path: tiny:x", "data:", "  - task: chain_sum", "    params:", "      a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]"]
+    lines = [
+        "model_path: tiny:x",
+        "data:",
+        "  - task: chain_sum",
+        "    params:",
+        "      a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]",
+    ]
     lines += [f"      {b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")]
     config = tmp_path / "bomb.yaml"
     config.write_text("\n".join(lines))

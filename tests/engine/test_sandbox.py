@@ -91,8 +91,14 @@ for address in [("127.0.0.1", {port}), ("1.1.1.1", 80), ("8.8.8.8", 53)]:
 
 def test_a_program_cannot_write_outside_its_temporary_folder(verifier, tmp_path):
     token = uuid.uuid4().hex
-    targets = [f"/tmp/prorl-escape-{token}", str(tmp_path / "escape"), str(Path.home() / f"prorl-escape-{token}"),
-               f"/usr/prorl-escape-{token}", f"/prorl-escape-{token}", f"/dev/shm/prorl-escape-{token}"]
+    targets = [
+        f"/tmp/prorl-escape-{token}",
+        str(tmp_path / "escape"),
+        str(Path.home() / f"prorl-escape-{token}"),
+        f"/usr/prorl-escape-{token}",
+        f"/prorl-escape-{token}",
+        f"/dev/shm/prorl-escape-{token}",
+    ]
     program = f"""
 import os
 written = 0

@@ -64,8 +64,15 @@ def test_a_plan_of_a_million_steps_costs_what_a_plan_of_a_thousand_does():
 
 
 @settings(max_examples=300, deadline=None, database=None)
-@given(steps=st.integers(1, 80), on=st.integers(1, 9), off=st.integers(0, 9), start=st.integers(0, 12),
-       first=st.integers(-3, 90), last=st.integers(-3, 90), points=st.one_of(st.none(), st.integers(1, 40)))
+@given(
+    steps=st.integers(1, 80),
+    on=st.integers(1, 9),
+    off=st.integers(0, 9),
+    start=st.integers(0, 12),
+    first=st.integers(-3, 90),
+    last=st.integers(-3, 90),
+    points=st.one_of(st.none(), st.integers(1, 40)),
+)
 def test_drawn_windows_agree_with_the_trainers_schedule(steps, on, off, start, first, last, points):
     config = plan(steps=steps, on_steps=on, off_steps=off, length_penalty_start=start)
     windows = schedule.length_penalty_windows(config, first, last, points)
@@ -82,8 +89,13 @@ def test_drawn_windows_agree_with_the_trainers_schedule(steps, on, off, start, f
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(steps=st.integers(1, 200), interval=st.integers(1, 30), first=st.integers(-3, 210),
-       last=st.integers(-3, 210), points=st.one_of(st.none(), st.integers(1, 40)))
+@given(
+    steps=st.integers(1, 200),
+    interval=st.integers(1, 30),
+    first=st.integers(-3, 210),
+    last=st.integers(-3, 210),
+    points=st.one_of(st.none(), st.integers(1, 40)),
+)
 def test_drawn_resets_are_planned_resets(steps, interval, first, last, points):
     config = plan(steps=steps, reset_interval=interval)
     resets = schedule.planned_reset_steps(config, first, last, points)

@@ -32,7 +32,9 @@ from prorl_engine.verifiers.scorer_helper import literal_eval_with_operators, re
 from prorl_engine.verifiers.scorer_pool import GRACE_S, HelperSandbox, ScorerPool
 from prorl_engine.verifiers.stem import StemVerifier
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (scripts/install_system.sh)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="bubblewrap is not installed (scripts/install_system.sh)"
+)
 
 TIMEOUT_S = 1.0  # the verifiers' limit in these tests (the default is 5 s)
 PROJECT = Path(__file__).resolve().parents[2]
@@ -41,8 +43,9 @@ PROJECT = Path(__file__).resolve().parents[2]
 def puzzle(task: str, seed: int = 3) -> Example:
     """A reasoning-gym item as the data loader builds it (the entry through JSON)."""
     entry = json.loads(json.dumps(reasoning_gym.create_dataset(task, size=1, seed=seed)[0]))
-    return Example(uid="l1", domain="logic", task=task, prompt=entry["question"], answer=entry["answer"],
-                   metadata={"entry": entry})
+    return Example(
+        uid="l1", domain="logic", task=task, prompt=entry["question"], answer=entry["answer"], metadata={"entry": entry}
+    )
 
 
 def tagged(answer: str) -> str:
@@ -53,7 +56,13 @@ def tagged(answer: str) -> str:
 def logic_pool():
     """One helper, started here: the timings below measure calls, not a helper's start-up."""
     pool = ScorerPool("logic", size=1)
-    assert pool.call({"op": "logic", "task": "leg_counting", "answer": "?", "entry": puzzle("leg_counting").metadata["entry"]}, 5.0).error is None
+    assert (
+        pool.call(
+            {"op": "logic", "task": "leg_counting", "answer": "?", "entry": puzzle("leg_counting").metadata["entry"]},
+            5.0,
+        ).error
+        is None
+    )
     yield pool
     pool.close()
 
@@ -96,6 +105,7 @@ def test_an_answer_with_a_side_effect_writes_nothing_and_earns_what_a_wrong_answ
 
 # time -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("task", ["puzzle24", "n_queens"])  # sympy's parse_expr, and eval
 def test_an_answer_that_never_finishes_ends_at_the_limit_with_reward_0_and_the_helper_lives_on(logic, task):
@@ -120,6 +130,7 @@ def test_math_verify_on_a_hostile_answer_is_bounded_too(judge):
 
 # the scorer's own data ----------------------------------------------------------------------------
 
+
 def countdown_forgery(example: Example) -> str:
     """Reads the target out of countdown's scorer frame; uses each number once, so only the value is fake."""
     numbers = "+".join(map(str, example.metadata["entry"]["metadata"]["numbers"]))
@@ -131,25 +142,35 @@ def puzzle24_forgery(example: Example) -> str:
     return f"__import__('builtins').len('abcdefghijklmnopqrstuvwx') + ({numbers})*False"
 
 
-@pytest.mark.parametrize("task, forge, earned", [
-    ("string_insertion", lambda example: "oracle_answer", 0.0),  # in-process: 0.1
-    ("string_insertion", lambda example: "list(entry['answer'])", 0.0),  # 0.1
-    ("n_queens", lambda example: "[r.split() for r in valid_solutions[0].split('\\n')]", 0.0),  # 0.5
-    ("binary_matrix", lambda example: "[[int(c) for c in r.split()] for r in oracle_answer.split('\\n')]", 0.0),  # 0.1
-    ("countdown", countdown_forgery, 0.01),  # 1.0; 0.01 is countdown's score for an unreadable answer
-    ("puzzle24", puzzle24_forgery, 0.01),  # 1.0
-])
+@pytest.mark.parametrize(
+    "task, forge, earned",
+    [
+        ("string_insertion", lambda example: "oracle_answer", 0.0),  # in-process: 0.1
+        ("string_insertion", lambda example: "list(entry['answer'])", 0.0),  # 0.1
+        ("n_queens", lambda example: "[r.split() for r in valid_solutions[0].split('\\n')]", 0.0),  # 0.5
+        (
+            "binary_matrix",
+            lambda example: "[[int(c) for c in r.split()] for r in oracle_answer.split('\\n')]",
+            0.0,
+        ),  # 0.1
+        ("countdown", countdown_forgery, 0.01),  # 1.0; 0.01 is countdown's score for an unreadable answer
+        ("puzzle24", puzzle24_forgery, 0.01),  # 1.0
+    ],
+)
 def test_an_answer_that_names_the_scorer_s_variables_earns_nothing(logic, task, forge, earned):
     example = puzzle(task)
     assert logic.verify(tagged(forge(example)), example).reward == earned
     assert logic.verify(tagged(example.answer), example).reward == 1.0
 
 
-@pytest.mark.parametrize("task, list_form, credit", [
-    ("string_insertion", lambda answer: str(list(answer)), 0.1),
-    ("n_queens", lambda answer: str([row.split() for row in answer.split("\n")]), 0.5),
-    ("binary_matrix", lambda answer: str([[int(c) for c in row.split()] for row in answer.split("\n")]), 0.1),
-])
+@pytest.mark.parametrize(
+    "task, list_form, credit",
+    [
+        ("string_insertion", lambda answer: str(list(answer)), 0.1),
+        ("n_queens", lambda answer: str([row.split() for row in answer.split("\n")]), 0.5),
+        ("binary_matrix", lambda answer: str([[int(c) for c in row.split()] for row in answer.split("\n")]), 0.1),
+    ],
+)
 def test_the_python_list_forms_that_scorers_accept_still_earn_their_partial_credit(logic, task, list_form, credit):
     example = puzzle(task)
     assert logic.verify(tagged(list_form(example.answer)), example).reward == credit
@@ -167,7 +188,12 @@ def test_only_the_answer_and_the_entry_reach_the_helper(logic_pool):
     example.metadata["private"] = "the run's folder, a user's name"
     assert LogicVerifier(recorder).verify(tagged(example.answer), example).reward == 1.0
     (request,) = recorder.requests
-    assert request == {"op": "logic", "task": "leg_counting", "answer": example.answer, "entry": example.metadata["entry"]}
+    assert request == {
+        "op": "logic",
+        "task": "leg_counting",
+        "answer": example.answer,
+        "entry": example.metadata["entry"],
+    }
 
 
 # the sandbox itself -------------------------------------------------------------------------------
@@ -224,8 +250,16 @@ def test_a_helper_sees_only_the_interpreter_and_site_packages_and_can_write_only
     with pytest.raises(BlockingIOError):
         listener.accept()
     listener.close()
-    assert set(found["environ"]) <= {"HOME", "LANG", "PATH", "PWD", "PYTHONHASHSEED", "OPENBLAS_NUM_THREADS",
-                                     "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+    assert set(found["environ"]) <= {
+        "HOME",
+        "LANG",
+        "PATH",
+        "PWD",
+        "PYTHONHASHSEED",
+        "OPENBLAS_NUM_THREADS",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+    }
     assert not any(secret in text for text in found["secrets"])
     assert not any(Path(target).exists() for target in targets[:3])
     assert not any((Path(site) / "prorl-escape").exists() for site in HelperSandbox().site_packages())
@@ -251,7 +285,9 @@ def test_a_bwrap_that_cannot_start_a_sandbox_makes_the_pool_refuse_with_its_mess
         broken = Path(folder) / "bwrap"
         broken.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
         broken.chmod(0o755)
-        reply = ScorerPool("math", sandbox=HelperSandbox(bwrap=str(broken))).call({"op": "math", "gold": "1", "answer": "2"}, 5.0)
+        reply = ScorerPool("math", sandbox=HelperSandbox(bwrap=str(broken))).call(
+            {"op": "math", "gold": "1", "answer": "2"}, 5.0
+        )
     assert reply.value is None and "No permissions to create new namespace" in reply.error
 
 
@@ -314,24 +350,31 @@ def test_warm_calls_cost_milliseconds_not_a_helper_start(logic, judge):
 
 # the hardened evaluators, in this process ---------------------------------------------------------
 
-@pytest.mark.parametrize("source, value", [
-    ("[['Q', '_'], ['_', 'Q']]", [["Q", "_"], ["_", "Q"]]),
-    ("  ['a', 'b']", ["a", "b"]),
-    ("0x3a + (0x1f >> 2) - -1", 0x3A + (0x1F >> 2) + 1),
-    ("{'a': (1, 2.5)}", {"a": (1, 2.5)}),
-])
+
+@pytest.mark.parametrize(
+    "source, value",
+    [
+        ("[['Q', '_'], ['_', 'Q']]", [["Q", "_"], ["_", "Q"]]),
+        ("  ['a', 'b']", ["a", "b"]),
+        ("0x3a + (0x1f >> 2) - -1", 0x3A + (0x1F >> 2) + 1),
+        ("{'a': (1, 2.5)}", {"a": (1, 2.5)}),
+    ],
+)
 def test_literal_eval_with_operators_evaluates_literals_as_eval_does(source, value):
     assert literal_eval_with_operators(source) == value == eval(source.strip())
 
 
-@pytest.mark.parametrize("source, node", [
-    ("oracle_answer", "Name"),
-    ("len('abc')", "Call"),
-    ("().__class__", "Attribute"),
-    ("[c for c in 'ab']", "ListComp"),
-    ("'abc'[0]", "Subscript"),
-    ("lambda: 0", "Lambda"),
-])
+@pytest.mark.parametrize(
+    "source, node",
+    [
+        ("oracle_answer", "Name"),
+        ("len('abc')", "Call"),
+        ("().__class__", "Attribute"),
+        ("[c for c in 'ab']", "ListComp"),
+        ("'abc'[0]", "Subscript"),
+        ("lambda: 0", "Lambda"),
+    ],
+)
 def test_literal_eval_with_operators_refuses_names_calls_and_attributes(source, node):
     with pytest.raises(ValueError, match=node):
         literal_eval_with_operators(source)
@@ -340,28 +383,38 @@ def test_literal_eval_with_operators_refuses_names_calls_and_attributes(source, 
 def test_restricted_parse_expr_reads_what_scorers_need_as_sympy_does():
     x, y = sympy.symbols("x y")
     assert restricted_parse_expr("x**2 + 2*x + 1") == sympy.expand((x + 1) ** 2)
-    assert restricted_parse_expr("sqrt(8) + max(x, 2) + sin(y)/3") == 2 * sympy.sqrt(2) + sympy.Max(x, 2) + sympy.sin(y) / 3
+    assert (
+        restricted_parse_expr("sqrt(8) + max(x, 2) + sin(y)/3")
+        == 2 * sympy.sqrt(2) + sympy.Max(x, 2) + sympy.sin(y) / 3
+    )
     assert restricted_parse_expr("10*(8 - 5) - 6") == 24
     assert restricted_parse_expr("2*x", local_dict={"x": y}) == 2 * y
     assert restricted_parse_expr("x + x", evaluate=False) != 2 * x  # math-verify's unevaluated form
     assert restricted_parse_expr("f(x)") == sympy.Function("f")(x)  # an unknown name is an undefined function
 
 
-@pytest.mark.parametrize("source, message", [
-    ("__import__('os').system('true')", "quotes"),
-    ("Integer(1).__class__", "Attribute"),
-    ("x[0]", "Subscript"),
-    ("(x)(1)(2)", "plain name"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("__import__('os').system('true')", "quotes"),
+        ("Integer(1).__class__", "Attribute"),
+        ("x[0]", "Subscript"),
+        ("(x)(1)(2)", "plain name"),
+    ],
+)
 def test_restricted_parse_expr_refuses_python_beyond_arithmetic(source, message):
     with pytest.raises(ValueError, match=message):
         restricted_parse_expr(source)
 
 
 def test_the_descriptor_climb_stops_below_the_first_folder_others_may_not_search(tmp_path):
-    from prorl_engine.verifiers.scorer_pool import _reachable_from
+    from prorl_engine.verifiers.scorer_sandbox import _reachable_from
 
-    closed, project, site = tmp_path / "closed", tmp_path / "closed" / "project", tmp_path / "closed" / "project" / "site"
+    closed, project, site = (
+        tmp_path / "closed",
+        tmp_path / "closed" / "project",
+        tmp_path / "closed" / "project" / "site",
+    )
     site.mkdir(parents=True)
     closed.chmod(0o700)
     assert _reachable_from(str(site)) == project  # `..` from site reaches project, not closed's other children
@@ -390,11 +443,17 @@ def test_an_environment_under_a_folder_nobody_may_search_still_scores_in_the_san
         script = (
             "from prorl_engine.verifiers.math import MathVerifier\n"
             "from prorl_engine.data.example import Example\n"
-            "v = MathVerifier().verify('\\\\boxed{\\\\frac{1}{2}}', Example(uid='m', domain='math', task='m', prompt='p', answer='0.5'))\n"
+            "example = Example(uid='m', domain='math', task='m', prompt='p', answer='0.5')\n"
+            "v = MathVerifier().verify('\\\\boxed{\\\\frac{1}{2}}', example)\n"
             "print(v.reward, v.details)\n"
         )
-        done = subprocess.run([str(mount_point / "bin" / "python"), "-c", script], capture_output=True, text=True,
-                              cwd=PROJECT, timeout=240)
+        done = subprocess.run(
+            [str(mount_point / "bin" / "python"), "-c", script],
+            capture_output=True,
+            text=True,
+            cwd=PROJECT,
+            timeout=240,
+        )
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=True)
         mount_point.rmdir()  # an empty folder once unmounted: rmdir, never a recursive delete

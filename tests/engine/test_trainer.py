@@ -21,10 +21,25 @@ from prorl_engine.trainer import Trainer
 from prorl_engine.verifiers.base import Verdict
 
 SPEC_METRIC_KEYS = {
-    "reward/mean", "reward/verifier_mean", "reward/format_fail_frac", "reward/logic", "length/mean",
-    "length/truncated_frac", "kl/ref", "policy/entropy", "policy/clip_frac_low", "policy/clip_frac_high",
-    "policy/approx_kl_old", "policy/grad_norm", "policy/lr", "sampling/filtered_frac", "sampling/generation_batches",
-    "schedule/length_penalty_on", "timing/rollout_s", "timing/train_s", "throughput/tokens_per_s",
+    "reward/mean",
+    "reward/verifier_mean",
+    "reward/format_fail_frac",
+    "reward/logic",
+    "length/mean",
+    "length/truncated_frac",
+    "kl/ref",
+    "policy/entropy",
+    "policy/clip_frac_low",
+    "policy/clip_frac_high",
+    "policy/approx_kl_old",
+    "policy/grad_norm",
+    "policy/lr",
+    "sampling/filtered_frac",
+    "sampling/generation_batches",
+    "schedule/length_penalty_on",
+    "timing/rollout_s",
+    "timing/train_s",
+    "throughput/tokens_per_s",
 }
 TIMING_KEYS = {"timing/rollout_s", "timing/train_s", "throughput/tokens_per_s"}
 
@@ -44,13 +59,35 @@ def digit_reward(monkeypatch):
 
 def tiny_config(model: Path, **changes) -> RunConfig:
     values = {
-        "model_path": str(model), "seed": 3, "steps": 3,
-        "data": [{"task": "chain_sum", "size": 64, "eval_size": 4, "instruction": "",
-                  "params": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}}],
-        "max_prompt_tokens": 64, "prompts_per_step": 2, "samples_per_prompt": 4, "max_response_tokens": 8,
-        "temperature": 1.0, "rollout_batch_size": 8, "updates_per_step": 2, "micro_batch_size": 4,
-        "learning_rate": 1e-3, "beta": 0.01, "reset_interval": None, "checkpoint_every": 2, "eval_every": 0,
-        "on_steps": 2, "off_steps": 2, "samples_per_step_logged": 2, "truncated_reward": None,
+        "model_path": str(model),
+        "seed": 3,
+        "steps": 3,
+        "data": [
+            {
+                "task": "chain_sum",
+                "size": 64,
+                "eval_size": 4,
+                "instruction": "",
+                "params": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+            }
+        ],
+        "max_prompt_tokens": 64,
+        "prompts_per_step": 2,
+        "samples_per_prompt": 4,
+        "max_response_tokens": 8,
+        "temperature": 1.0,
+        "rollout_batch_size": 8,
+        "updates_per_step": 2,
+        "micro_batch_size": 4,
+        "learning_rate": 1e-3,
+        "beta": 0.01,
+        "reset_interval": None,
+        "checkpoint_every": 2,
+        "eval_every": 0,
+        "on_steps": 2,
+        "off_steps": 2,
+        "samples_per_step_logged": 2,
+        "truncated_reward": None,
     }
     return RunConfig.from_dict({**values, **changes})
 
@@ -196,7 +233,9 @@ def test_pause_holds_the_run_until_resume_and_both_are_events(tiny_model, tmp_pa
     trainer = Trainer(tiny_config(tiny_model), tmp_path, JsonlSink(tmp_path), control)
     holder.append(trainer)
     assert trainer.train() == "finished"
-    statuses = [(e["step"], e["data"]["status"]) for e in read_jsonl(tmp_path / "events.jsonl") if e["kind"] == "status"]
+    statuses = [
+        (e["step"], e["data"]["status"]) for e in read_jsonl(tmp_path / "events.jsonl") if e["kind"] == "status"
+    ]
     assert statuses == [(0, "running"), (1, "paused"), (1, "running"), (3, "finished")]
     assert control.polls_while_paused == 3
 
@@ -212,8 +251,12 @@ def test_a_fork_continues_from_the_parent_checkpoints_weights_reference_and_step
     checkpoint = tmp_path / "parent" / "checkpoints" / "step-000002"
 
     sink = JsonlSink(tmp_path / "fork")
-    fork = Trainer(tiny_config(tiny_model, steps=4, max_response_tokens=6, reset_interval=None),
-                   tmp_path / "fork", sink, fork_from=checkpoint)
+    fork = Trainer(
+        tiny_config(tiny_model, steps=4, max_response_tokens=6, reset_interval=None),
+        tmp_path / "fork",
+        sink,
+        fork_from=checkpoint,
+    )
     fork._restore(checkpoint, fork=True)
     for name, tensor in parent.policy.state_dict().items():
         assert torch.equal(fork.policy.state_dict()[name], tensor)
@@ -238,11 +281,14 @@ def test_pruned_checkpoints_are_announced(tiny_model, tmp_path, digit_reward):
     train(tiny_config(tiny_model, steps=4, checkpoint_every=1, keep_checkpoints=2), tmp_path)
 
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000003", "step-000004"]
-    removed = [e["data"]["checkpoint_step"] for e in read_jsonl(tmp_path / "events.jsonl") if e["kind"] == "checkpoint_removed"]
+    removed = [
+        e["data"]["checkpoint_step"] for e in read_jsonl(tmp_path / "events.jsonl") if e["kind"] == "checkpoint_removed"
+    ]
     assert removed == [1, 2]
 
 
 # --- "correct" means one thing: full credit, the test pass@k counts (spec section 4) ----------------
+
 
 class ConstantReward:
     domain = "logic"
@@ -255,8 +301,9 @@ class ConstantReward:
 
 
 @pytest.mark.parametrize("reward, shaped", [(0.5, False), (1.0, True)])
-def test_penalize_correct_only_shapes_full_credit_and_leaves_partial_credit_alone(tiny_model, tmp_path, monkeypatch,
-                                                                                  reward, shaped):
+def test_penalize_correct_only_shapes_full_credit_and_leaves_partial_credit_alone(
+    tiny_model, tmp_path, monkeypatch, reward, shaped
+):
     """A continuous reward of 0.5 is not correct (pass@k would not count it), so it is not shaped;
     1.0 is, and every response (8 tokens at T = 8: eta = eta_min) gets lambda_len * -1."""
     monkeypatch.setattr("prorl_engine.rewards.verifier_for", lambda domain: ConstantReward(reward))
@@ -276,10 +323,11 @@ def test_penalize_correct_only_shapes_full_credit_and_leaves_partial_credit_alon
 
 # --- dynamic sampling: float64, on the verifier's reward by default (spec section 5) ---------------
 
+
 def scored(rewards: list[float], lengths: list[int], shaped: list[float]):
     """A Rollout of one prompt's responses with the given verifier rewards, lengths and shaped rewards."""
+    from prorl_engine.collect import Rollout
     from prorl_engine.rewards import Score
-    from prorl_engine.trainer import Rollout
 
     scores = [Score(r, Verdict(reward=r), truncated=False) for r in rewards]
     return Rollout([None] * len(rewards), [[1]] * len(rewards), [[7] * n for n in lengths], scores, shaped)
@@ -289,7 +337,7 @@ def test_an_all_wrong_group_that_differs_only_by_length_is_dropped_unless_filter
     """Lengths 10/200/4000/8000 at T = 8192, every answer wrong: the shaped rewards spread by 0.0999,
     and trained on they give A = 3.07, 3.07, 1.25, -0.71, a length signal with no correctness in it."""
     from prorl_engine import algorithms as alg
-    from prorl_engine.trainer import filter_rewards
+    from prorl_engine.collect import filter_rewards
 
     lengths = torch.tensor([10, 200, 4000, 8000])
     shaped = alg.length_penalty(lengths, 8192, eta_min=-1.0, eta_max=0.0, lambda_len=0.1)  # verifier reward 0 + bonus
@@ -300,15 +348,16 @@ def test_an_all_wrong_group_that_differs_only_by_length_is_dropped_unless_filter
     kept = filter_rewards(group, "shaped", 4)
     assert alg.groups_with_signal(kept).tolist() == [True]
     advantages = alg.reinforce_pp_baseline_advantages(kept, lengths.view(1, 4))
-    torch.testing.assert_close(advantages, torch.tensor([[3.0719, 3.0664, 1.2502, -0.7056]], dtype=torch.float64),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        advantages, torch.tensor([[3.0719, 3.0664, 1.2502, -0.7056]], dtype=torch.float64), atol=1e-4, rtol=0
+    )
 
 
 def test_the_filter_sees_float64_rewards_so_groups_near_tol_land_on_the_right_side():
     """Spreads 1.001e-6 (> tol: kept) and 0.99e-6 (<= tol: dropped); a float32 tensor of the same
     rewards, what the filter used to get, rounds them to 9.83e-7 and 1.013e-6: both on the wrong side."""
     from prorl_engine import algorithms as alg
-    from prorl_engine.trainer import filter_rewards
+    from prorl_engine.collect import filter_rewards
 
     values = [0.3, 0.3 + 1.001e-6, 0.7, 0.7 + 0.99e-6]
     batch = scored(values, [3, 3, 3, 3], values)
@@ -330,10 +379,13 @@ class FixedLengths:
 
         out = []
         for index in range(len(prompts)):
-            for n in (1, 3, 5, 8)[:params.n]:
+            for n in (1, 3, 5, 8)[: params.n]:
                 truncated = n == params.max_new_tokens
-                out.append(Generation(index, [self.token] * (n if truncated else n - 1) + ([] if truncated else [self.eos]),
-                                      truncated))
+                out.append(
+                    Generation(
+                        index, [self.token] * (n if truncated else n - 1) + ([] if truncated else [self.eos]), truncated
+                    )
+                )
         return out
 
     def sync_weights(self, model):
@@ -342,7 +394,8 @@ class FixedLengths:
 
 @pytest.mark.parametrize("filter_on, kept_groups, batches", [("verifier", 0, 4), ("shaped", 2, 1)])
 def test_the_step_drops_all_wrong_groups_of_different_lengths_only_when_filtering_on_the_verifier(
-        tiny_model, tmp_path, monkeypatch, filter_on, kept_groups, batches):
+    tiny_model, tmp_path, monkeypatch, filter_on, kept_groups, batches
+):
     monkeypatch.setattr("prorl_engine.rewards.verifier_for", lambda domain: ConstantReward(0.0))
     config = tiny_config(tiny_model, filter_on=filter_on, max_generation_batches=4)
     trainer = Trainer(config, tmp_path, JsonlSink(tmp_path))
@@ -356,6 +409,7 @@ def test_the_step_drops_all_wrong_groups_of_different_lengths_only_when_filterin
 
 
 # --- the log-probs of the nucleus (top_p < 1) in the update -----------------------------------------
+
 
 def test_training_at_top_p_0_9_updates_the_policy_with_finite_metrics(tiny_model, tmp_path, digit_reward):
     """A random tiny model's next-token distribution is flat: the nucleus drops ~10% of the
@@ -371,8 +425,9 @@ def test_training_at_top_p_0_9_updates_the_policy_with_finite_metrics(tiny_model
         assert row["policy/grad_norm"] > 0
 
 
-def test_a_token_the_trainers_pi_old_gives_probability_0_leaves_the_loss(tiny_model, tmp_path, digit_reward,
-                                                                         monkeypatch):
+def test_a_token_the_trainers_pi_old_gives_probability_0_leaves_the_loss(
+    tiny_model, tmp_path, digit_reward, monkeypatch
+):
     """Float noise between the sampler's cached forward and the trainer's can move a sampled token
     just outside pi_old's nucleus (log pi_old = -inf): the ratio would be inf and the loss nan."""
     trainer = Trainer(tiny_config(tiny_model, top_p=0.9), tmp_path, JsonlSink(tmp_path))
@@ -395,26 +450,72 @@ def test_a_token_the_trainers_pi_old_gives_probability_0_leaves_the_loss(tiny_mo
 
 # --- strict checkpoint loading ------------------------------------------------------------------
 
+
 def test_an_intact_checkpoint_of_a_tied_model_loads_and_stores_the_tied_head_once(tiny_model, tmp_path, digit_reward):
     from prorl_engine import checkpoint as ckpt
 
     trained = train(tiny_config(tiny_model, steps=1), tmp_path / "run")
     path = tmp_path / "run" / "checkpoints" / "step-000001"
-    assert trained.policy.config.tie_word_embeddings and "lm_head.weight" not in load_file(path / "reference.safetensors")
+    assert trained.policy.config.tie_word_embeddings and "lm_head.weight" not in load_file(
+        path / "reference.safetensors"
+    )
 
     fresh = Trainer(tiny_config(tiny_model, steps=1), tmp_path / "other", JsonlSink(tmp_path / "other"))
-    ckpt.load(fresh, path)
+    state = ckpt.load(path, fresh.policy, fresh.reference)
+    assert state["step"] == 1 and state["reset_history"] == []
     for name, tensor in trained.reference.state_dict().items():
         assert torch.equal(fresh.reference.state_dict()[name], tensor), name
+    for name, tensor in trained.policy.state_dict().items():
+        assert torch.equal(fresh.policy.state_dict()[name], tensor), name
+    assert fresh.policy.lm_head.weight.data_ptr() == fresh.policy.model.embed_tokens.weight.data_ptr()  # still tied
 
 
-@pytest.mark.parametrize("file, remove, add, words", [
-    ("reference.safetensors", "model.layers.0.mlp.up_proj.weight", None, "missing tensors model.layers.0.mlp.up_proj.weight"),
-    ("reference.safetensors", None, "model.layers.9.extra.weight", "unexpected tensors model.layers.9.extra.weight"),
-    ("model.safetensors", "model.layers.1.self_attn.q_proj.weight", None, "missing tensors model.layers.1.self_attn.q_proj.weight"),
-])
-def test_a_checkpoint_with_a_missing_or_unexpected_tensor_is_refused_naming_it(tiny_model, tmp_path, digit_reward,
-                                                                                file, remove, add, words):
+def test_a_restored_trainer_keeps_its_parameter_objects_so_its_optimizer_and_sampler_stay_valid(
+    tiny_model, tmp_path, digit_reward
+):
+    """checkpoint.load fills the trainer's own modules: the optimizer's parameters are the policy's,
+    and the optimizer's moments are the checkpoint's."""
+    trained = train(tiny_config(tiny_model, steps=1), tmp_path / "run")
+    fresh = Trainer(tiny_config(tiny_model, steps=1), tmp_path / "other", JsonlSink(tmp_path / "other"))
+    parameters = list(fresh.policy.parameters())
+
+    fresh._restore(tmp_path / "run" / "checkpoints" / "step-000001")
+
+    assert all(p is q for p, q in zip(fresh.policy.parameters(), parameters, strict=True))
+    assert all(p is q for p, q in zip(fresh.optimizer.param_groups[0]["params"], parameters, strict=True))
+    assert fresh.backend.model is fresh.policy
+    moments = [fresh.optimizer.state[p]["exp_avg"] for p in parameters]
+    expected = [trained.optimizer.state[p]["exp_avg"] for p in trained.policy.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(moments, expected, strict=True))
+    assert fresh.step == 1
+
+
+@pytest.mark.parametrize(
+    "file, remove, add, words",
+    [
+        (
+            "reference.safetensors",
+            "model.layers.0.mlp.up_proj.weight",
+            None,
+            "missing tensors model.layers.0.mlp.up_proj.weight",
+        ),
+        (
+            "reference.safetensors",
+            None,
+            "model.layers.9.extra.weight",
+            "unexpected tensors model.layers.9.extra.weight",
+        ),
+        (
+            "model.safetensors",
+            "model.layers.1.self_attn.q_proj.weight",
+            None,
+            "missing tensors model.layers.1.self_attn.q_proj.weight",
+        ),
+    ],
+)
+def test_a_checkpoint_with_a_missing_or_unexpected_tensor_is_refused_naming_it(
+    tiny_model, tmp_path, digit_reward, file, remove, add, words
+):
     from safetensors.torch import save_file
 
     from prorl_engine import checkpoint as ckpt
@@ -430,3 +531,137 @@ def test_a_checkpoint_with_a_missing_or_unexpected_tensor_is_refused_naming_it(t
 
     with pytest.raises(ckpt.CheckpointMismatch, match=f"step-000001/{file} does not match the model: {words}$"):
         Trainer(tiny_config(tiny_model, steps=2), tmp_path, JsonlSink(tmp_path)).train()  # resumes from it
+
+
+# --- the update's numbers: recorded from the trainer before its step was split into recipe parts -----
+
+
+class CutLengths:
+    """The real sampler, with the responses of each group cut to 3, 5, 8 and 8 tokens (eos closing the cut ones).
+
+    Uneven lengths make the token-weighted whitening, token-mean and sequence-mean aggregations
+    give different numbers, so the recorded metrics below pin each of them."""
+
+    LENGTHS = (3, 5, 8, 8)
+
+    def __init__(self, backend, eos: int):
+        self.backend, self.eos = backend, eos
+
+    def generate(self, prompts, params):
+        from prorl_engine.rollout import Generation
+
+        out = []
+        for index, g in enumerate(self.backend.generate(prompts, params)):
+            keep = self.LENGTHS[index % len(self.LENGTHS)]
+            cut = keep < len(g.token_ids)
+            out.append(
+                Generation(
+                    g.prompt_index,
+                    g.token_ids[: keep - 1] + [self.eos] if cut else g.token_ids,
+                    g.truncated and not cut,
+                )
+            )
+        return out
+
+    def sync_weights(self, model):
+        self.backend.sync_weights(model)
+
+
+def two_seeded_steps(model: Path, run_dir: Path, **changes) -> list[dict]:
+    """The metrics of a 2-step run of `tiny_config(model, **changes)` sampling through CutLengths."""
+    sink = JsonlSink(run_dir)
+    trainer = Trainer(tiny_config(model, steps=2, **changes), run_dir, sink)
+    trainer.backend = CutLengths(trainer.backend, trainer.tokenizer.eos_token_id)
+    trainer.train()
+    sink.close()
+    return read_jsonl(run_dir / "metrics.jsonl")
+
+
+RECORDED_VARIANTS = {
+    "recipe": {},
+    "grpo_seq_mean_token_mean": {"advantage_estimator": "grpo", "loss_aggregation": "seq_mean_token_mean"},
+    "top_p_uneven_minibatches": {"top_p": 0.9, "updates_per_step": 3, "micro_batch_size": 2},
+}
+
+# Recorded by running two_seeded_steps on the trainer as it was before `_update` became recipe steps
+# (2 torch threads, as tests/engine/conftest.py sets; timings left out).
+# fmt: off
+RECORDED_METRICS = {
+    "recipe": [
+        {"step": 1, "reward/mean": -0.0650796760711, "reward/verifier_mean": 0.00992032392894,
+         "reward/format_fail_frac": 0, "length/mean": 6, "length/truncated_frac": 0.5, "policy/lr": 0.001,
+         "reward/logic": 0.00992032392894, "kl/ref": 0, "policy/entropy": 6.2242676417, "policy/clip_frac_low": 0,
+         "policy/clip_frac_high": 0, "policy/approx_kl_old": 0.00380614896615, "policy/grad_norm": 2.48800384998,
+         "loss/policy": -0.000840226809184, "loss/kl": 0.00363877353569, "sampling/filtered_frac": 0.25,
+         "sampling/generation_batches": 2, "sampling/kept_groups": 2, "schedule/length_penalty_on": 1},
+        {"step": 2, "reward/mean": -0.0683907877222, "reward/verifier_mean": 0.00660921227782,
+         "reward/format_fail_frac": 0, "length/mean": 6, "length/truncated_frac": 0.5, "policy/lr": 0.001,
+         "reward/logic": 0.00660921227782, "kl/ref": 0.00681442922602, "policy/entropy": 6.22430706024,
+         "policy/clip_frac_low": 0, "policy/clip_frac_high": 0, "policy/approx_kl_old": 0.00109289089839,
+         "policy/grad_norm": 2.25429809093, "loss/policy": -0.0177387595177, "loss/kl": 0.00843083206564,
+         "sampling/filtered_frac": 0.5, "sampling/generation_batches": 2, "sampling/kept_groups": 2,
+         "schedule/length_penalty_on": 1},
+    ],
+    "grpo_seq_mean_token_mean": [
+        {"step": 1, "reward/mean": -0.0650796760711, "reward/verifier_mean": 0.00992032392894,
+         "reward/format_fail_frac": 0, "length/mean": 6, "length/truncated_frac": 0.5, "policy/lr": 0.001,
+         "reward/logic": 0.00992032392894, "kl/ref": 0, "policy/entropy": 6.22418498993,
+         "policy/clip_frac_low": 0.0208333333333, "policy/clip_frac_high": 0,
+         "policy/approx_kl_old": 0.00382061302662, "policy/grad_norm": 2.04769087583, "loss/policy": 0.25073853756,
+         "loss/kl": 0.0036555416882, "sampling/filtered_frac": 0.25, "sampling/generation_batches": 2,
+         "sampling/kept_groups": 2, "schedule/length_penalty_on": 1},
+        {"step": 2, "reward/mean": -0.0683907877222, "reward/verifier_mean": 0.00660921227782,
+         "reward/format_fail_frac": 0, "length/mean": 6, "length/truncated_frac": 0.5, "policy/lr": 0.001,
+         "reward/logic": 0.00660921227782, "kl/ref": 0.00732722009222, "policy/entropy": 6.22491868337,
+         "policy/clip_frac_low": 0, "policy/clip_frac_high": 0, "policy/approx_kl_old": 0.000554325679938,
+         "policy/grad_norm": 2.35870480537, "loss/policy": 0.225170830886, "loss/kl": 0.00740934411685,
+         "sampling/filtered_frac": 0.5, "sampling/generation_batches": 2, "sampling/kept_groups": 2,
+         "schedule/length_penalty_on": 1},
+    ],
+    "top_p_uneven_minibatches": [
+        {"step": 1, "reward/mean": -0.0652098844044, "reward/verifier_mean": 0.00979011559561,
+         "reward/format_fail_frac": 0, "length/mean": 6, "length/truncated_frac": 0.5, "policy/lr": 0.001,
+         "reward/logic": 0.00979011559561, "kl/ref": 0, "policy/entropy": 6.08815439542, "policy/clip_frac_low": 0,
+         "policy/clip_frac_high": 0.0208333333333, "policy/approx_kl_old": 1375.96939252,
+         "policy/grad_norm": 3.17347502708, "loss/policy": 0.0419525206089, "loss/kl": 3.12796517842,
+         "sampling/filtered_frac": 0.25, "sampling/generation_batches": 2, "sampling/kept_groups": 2,
+         "schedule/length_penalty_on": 1},
+        {"step": 2, "reward/mean": -0.0710404483431, "reward/verifier_mean": 0.00395955165692,
+         "reward/format_fail_frac": 0, "length/mean": 6, "length/truncated_frac": 0.5, "policy/lr": 0.001,
+         "reward/logic": 0.00395955165692, "kl/ref": 0.00666074819552, "policy/entropy": 6.08914351463,
+         "policy/clip_frac_low": 0.0208333333333, "policy/clip_frac_high": 0, "policy/approx_kl_old": 917.311655447,
+         "policy/grad_norm": 2.4902232488, "loss/policy": -0.00888399779797, "loss/kl": 2.09105561736,
+         "sampling/filtered_frac": 0.5, "sampling/generation_batches": 2, "sampling/kept_groups": 2,
+         "schedule/length_penalty_on": 1},
+    ],
+}
+# fmt: on
+
+
+@pytest.mark.parametrize("variant", RECORDED_VARIANTS)
+def test_two_seeded_steps_give_the_metrics_recorded_before_the_update_was_split_into_recipe_steps(
+    tiny_model, tmp_path, digit_reward, variant
+):
+    rows = two_seeded_steps(tiny_model, tmp_path, **RECORDED_VARIANTS[variant])
+
+    for row, recorded in zip(rows, RECORDED_METRICS[variant], strict=True):
+        assert row.keys() - TIMING_KEYS == recorded.keys() | {"sampling/generated_tokens"}
+        for key, value in recorded.items():
+            assert row[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (row["step"], key)
+        # 2 generation batches x 2 prompts x 4 samples, cut to 3, 5, 8 and 8 tokens: 96 tokens generated
+        assert row["sampling/generated_tokens"] == 96
+        assert row["throughput/tokens_per_s"] == pytest.approx(96 / (row["timing/rollout_s"] + row["timing/train_s"]))
+
+
+def test_the_minibatch_plan_deals_a_permutation_round_robin_and_cuts_micro_batches():
+    from prorl_engine.update import plan_minibatches
+
+    torch.manual_seed(0)
+    order = torch.randperm(7).tolist()
+    torch.manual_seed(0)
+    plan = plan_minibatches(7, updates=3, micro_batch_size=2)
+
+    assert plan == [[order[0::3][:2], order[0::3][2:]], [order[1::3]], [order[2::3]]]  # sizes 3 (2 + 1), 2, 2
+    assert sorted(i for minibatch in plan for micro in minibatch for i in micro) == list(range(7))
+    # 2 responses, 4 updates: two updates of one response each; the two empty ones are not planned
+    assert [[len(micro) for micro in mb] for mb in plan_minibatches(2, updates=4, micro_batch_size=8)] == [[1], [1]]

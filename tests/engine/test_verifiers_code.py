@@ -11,8 +11,15 @@ import pytest
 from prorl_engine.data.example import Example
 from prorl_engine.verifiers.code import CodeVerifier, parse_tests
 
-SUM_TESTS = [{"input": "1 2\n", "output": "3\n"}, {"input": "-5 5\n", "output": "0\n"}, {"input": "7 8\n", "output": "15\n"}]
-GCD_TESTS = [{"fn_name": "gcd", "input": "[12, 18]", "output": "6"}, {"fn_name": "gcd", "input": "[7, 13]", "output": "1"}]
+SUM_TESTS = [
+    {"input": "1 2\n", "output": "3\n"},
+    {"input": "-5 5\n", "output": "0\n"},
+    {"input": "7 8\n", "output": "15\n"},
+]
+GCD_TESTS = [
+    {"fn_name": "gcd", "input": "[12, 18]", "output": "6"},
+    {"fn_name": "gcd", "input": "[7, 13]", "output": "1"},
+]
 
 
 def task(tests) -> Example:
@@ -76,18 +83,25 @@ def test_call_tests_compare_the_returned_json_value(verifier):
 
 
 def test_a_method_of_a_solution_class_can_be_called(verifier):
-    program = "class Solution:\n    def gcd(self, a, b):\n        while b:\n            a, b = b, a % b\n        return a"
+    program = (
+        "class Solution:\n    def gcd(self, a, b):\n        while b:\n            a, b = b, a % b\n        return a"
+    )
     assert verifier.verify(fenced(program), task(GCD_TESTS)).reward == 1.0
 
 
 def test_floats_match_within_a_tolerance_and_types_must_agree(verifier):
-    tests = [{"fn_name": "mean", "input": "[[1, 2]]", "output": "1.5"}, {"fn_name": "mean", "input": "[[1, 2, 3]]", "output": "2.0"}]
+    tests = [
+        {"fn_name": "mean", "input": "[[1, 2]]", "output": "1.5"},
+        {"fn_name": "mean", "input": "[[1, 2, 3]]", "output": "2.0"},
+    ]
     assert verifier.verify(fenced("def mean(v):\n    return sum(v) / len(v) + 1e-9"), task(tests)).reward == 1.0
     assert verifier.verify(fenced("def mean(v):\n    return str(sum(v) / len(v))"), task(tests)).reward == 0.0
 
 
 def test_a_program_cannot_fake_a_pass_by_exiting_early_or_with_an_always_equal_object(verifier):
-    always_equal = "class Anything:\n    def __eq__(self, other):\n        return True\ndef gcd(a, b):\n    return Anything()"
+    always_equal = (
+        "class Anything:\n    def __eq__(self, other):\n        return True\ndef gcd(a, b):\n    return Anything()"
+    )
     assert verifier.verify(fenced(always_equal), task(GCD_TESTS)).reward == 0.0
     assert verifier.verify(fenced("import os\nos._exit(0)"), task(GCD_TESTS)).reward == 0.0
 
@@ -109,14 +123,17 @@ def test_the_apps_layout_and_json_strings_are_read():
     assert (calls[0].fn_name, calls[0].input, calls[0].output) == ("f", "[1, 2]", "3")
 
 
-@pytest.mark.parametrize("tests, message", [
-    (None, "non-empty list"),
-    ([], "non-empty list"),
-    (["assert f(1) == 2"], "'input' and 'output'"),
-    ([{"input": "1"}], "'input' and 'output'"),
-    ([{"fn_name": "f", "input": "1", "output": "2"}], "JSON array"),
-    ({"inputs": ["1"], "outputs": []}, "same length"),
-])
+@pytest.mark.parametrize(
+    "tests, message",
+    [
+        (None, "non-empty list"),
+        ([], "non-empty list"),
+        (["assert f(1) == 2"], "'input' and 'output'"),
+        ([{"input": "1"}], "'input' and 'output'"),
+        ([{"fn_name": "f", "input": "1", "output": "2"}], "JSON array"),
+        ({"inputs": ["1"], "outputs": []}, "same length"),
+    ],
+)
 def test_a_malformed_test_list_is_a_data_error(tests, message):
     with pytest.raises(ValueError, match=message):
         parse_tests(tests)

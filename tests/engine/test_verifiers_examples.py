@@ -23,10 +23,14 @@ SOLUTIONS = {  # one reference program per code example, by id
     "code-005": "w = input().strip()\nprint('YES' if w == w[::-1] else 'NO')",
     "code-006": "for i in range(1, int(input()) + 1):\n    print('*' * i)",
     "code-007": "from math import gcd",
-    "code-008": ("def two_sum(nums, target):\n    seen = {}\n    for j, x in enumerate(nums):\n"
-                 "        if target - x in seen:\n            return [seen[target - x], j]\n        seen[x] = j"),
+    "code-008": (
+        "def two_sum(nums, target):\n    seen = {}\n    for j, x in enumerate(nums):\n"
+        "        if target - x in seen:\n            return [seen[target - x], j]\n        seen[x] = j"
+    ),
     "code-009": "def mean(values):\n    return sum(values) / len(values)",
-    "code-010": "from collections import Counter\ndef word_count(text):\n    return dict(Counter(text.lower().split()))",
+    "code-010": (
+        "from collections import Counter\ndef word_count(text):\n    return dict(Counter(text.lower().split()))"
+    ),
 }
 
 
@@ -38,8 +42,14 @@ def records(domain: str) -> list[dict]:
 def as_example(domain: str, record: dict) -> Example:
     """The record as the data loader turns it into an Example (fields besides id/prompt/answer: metadata)."""
     metadata = {key: value for key, value in record.items() if key not in ("id", "prompt", "answer")}
-    return Example(uid=record["id"], domain=domain, task=record.get("task", "examples"), prompt=record["prompt"],
-                   answer=record.get("answer"), metadata=metadata)
+    return Example(
+        uid=record["id"],
+        domain=domain,
+        task=record.get("task", "examples"),
+        prompt=record["prompt"],
+        answer=record.get("answer"),
+        metadata=metadata,
+    )
 
 
 def test_every_domain_has_its_verifier_shared_by_all_callers():
@@ -64,7 +74,10 @@ def test_each_example_file_has_8_to_20_records_with_unique_ids_and_prompts(domai
 
 def test_math_references_boxed_earn_1():
     for record in records("math"):
-        assert get_verifier("math").verify(f"Therefore \\boxed{{{record['answer']}}}.", as_example("math", record)).reward == 1.0
+        assert (
+            get_verifier("math").verify(f"Therefore \\boxed{{{record['answer']}}}.", as_example("math", record)).reward
+            == 1.0
+        )
 
 
 def test_stem_references_boxed_earn_1():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import json
+import shutil
 import time
 
 import pytest
@@ -12,7 +12,9 @@ import reasoning_gym
 from prorl_engine.data.example import Example
 from prorl_engine.verifiers.logic import LogicVerifier
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="the scorers run only in bubblewrap (scripts/install_system.sh)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="the scorers run only in bubblewrap (scripts/install_system.sh)"
+)
 
 
 def puzzle(task: str = "leg_counting", seed: int = 3, entry_form: str = "entry") -> Example:
@@ -23,7 +25,9 @@ def puzzle(task: str = "leg_counting", seed: int = 3, entry_form: str = "entry")
         "json": {"entry": json.dumps(entry)},
         "parts": {"metadata": entry["metadata"]},
     }[entry_form]
-    return Example(uid="l1", domain="logic", task=task, prompt=entry["question"], answer=entry["answer"], metadata=metadata)
+    return Example(
+        uid="l1", domain="logic", task=task, prompt=entry["question"], answer=entry["answer"], metadata=metadata
+    )
 
 
 @pytest.fixture(scope="module")

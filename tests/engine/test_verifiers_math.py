@@ -12,7 +12,9 @@ from prorl_engine.data.example import Example
 from prorl_engine.verifiers.equivalence import MathJudge
 from prorl_engine.verifiers.math import MathVerifier
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="the scorers run only in bubblewrap (scripts/install_system.sh)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="the scorers run only in bubblewrap (scripts/install_system.sh)"
+)
 
 
 def problem(answer: str) -> Example:
@@ -39,14 +41,17 @@ def test_a_correct_boxed_answer_earns_1(verifier):
     assert (verdict.reward, verdict.format_ok, verdict.extracted) == (1.0, True, "391")
 
 
-@pytest.mark.parametrize("written, reference", [
-    ("\\boxed{0.5}", "\\frac{1}{2}"),
-    ("\\boxed{\\dfrac{2}{3}}", "\\frac{2}{3}"),
-    ("\\boxed{\\sqrt{50}}", "5\\sqrt{2}"),
-    ("\\boxed{x = 5}", "5"),
-    ("\\boxed{\\{3, 2\\}}", "\\{2, 3\\}"),
-    ("\\boxed{1+2x+x^2}", "x^2 + 2x + 1"),
-])
+@pytest.mark.parametrize(
+    "written, reference",
+    [
+        ("\\boxed{0.5}", "\\frac{1}{2}"),
+        ("\\boxed{\\dfrac{2}{3}}", "\\frac{2}{3}"),
+        ("\\boxed{\\sqrt{50}}", "5\\sqrt{2}"),
+        ("\\boxed{x = 5}", "5"),
+        ("\\boxed{\\{3, 2\\}}", "\\{2, 3\\}"),
+        ("\\boxed{1+2x+x^2}", "x^2 + 2x + 1"),
+    ],
+)
 def test_an_equal_value_in_another_form_earns_1(verifier, written, reference):
     assert verifier.verify(f"So we get {written}.", problem(reference)).reward == 1.0
 

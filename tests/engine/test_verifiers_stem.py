@@ -11,7 +11,9 @@ from prorl_engine.data.example import Example
 from prorl_engine.verifiers.equivalence import MathJudge
 from prorl_engine.verifiers.stem import StemVerifier
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="the scorers run only in bubblewrap (scripts/install_system.sh)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="the scorers run only in bubblewrap (scripts/install_system.sh)"
+)
 
 CHOICES = ["Volt", "Ampere", "Coulomb", "Ohm"]
 
@@ -28,17 +30,20 @@ def verifier():
     judge.close()
 
 
-@pytest.mark.parametrize("response", [
-    "The unit is the coulomb, so \\boxed{C}.",
-    "\\boxed{(C)}",
-    "\\boxed{\\text{C}}",
-    "\\boxed{C. Coulomb}",
-    "\\boxed{Coulomb}",
-    "The answer is (C).",
-    "Answer: C",
-    "The correct option is C",
-    "**Answer:** **C**",
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        "The unit is the coulomb, so \\boxed{C}.",
+        "\\boxed{(C)}",
+        "\\boxed{\\text{C}}",
+        "\\boxed{C. Coulomb}",
+        "\\boxed{Coulomb}",
+        "The answer is (C).",
+        "Answer: C",
+        "The correct option is C",
+        "**Answer:** **C**",
+    ],
+)
 def test_the_right_letter_in_any_usual_form_earns_1(verifier, response):
     verdict = verifier.verify(response, question("C", CHOICES))
     assert (verdict.reward, verdict.format_ok, verdict.extracted) == (1.0, True, "C")
@@ -73,13 +78,16 @@ def test_a_reference_that_is_neither_letter_nor_choice_is_a_data_error(verifier)
         verifier.verify("Answer: C", question("Tesla", CHOICES))
 
 
-@pytest.mark.parametrize("response, reference", [
-    ("The speed is \\boxed{10} m/s.", "10"),
-    ("\\boxed{0.125}", "\\frac{1}{8}"),
-    ("The final answer is 12.", "12"),
-    ("Answer: $8x + 3$", "3 + 8x"),
-    ("\\boxed{\\text{Mitochondria}}", "mitochondria"),
-])
+@pytest.mark.parametrize(
+    "response, reference",
+    [
+        ("The speed is \\boxed{10} m/s.", "10"),
+        ("\\boxed{0.125}", "\\frac{1}{8}"),
+        ("The final answer is 12.", "12"),
+        ("Answer: $8x + 3$", "3 + 8x"),
+        ("\\boxed{\\text{Mitochondria}}", "mitochondria"),
+    ],
+)
 def test_a_short_answer_equal_in_value_or_text_earns_1(verifier, response, reference):
     assert verifier.verify(response, question(reference)).reward == 1.0
 

@@ -31,9 +31,13 @@ def share(run: Run, *, expires_in: timedelta | None = None, revoked: bool = Fals
     """A share link to `run`; returns its token (the only time it exists in clear)."""
     token = new_token()
     now = timezone.now()
-    ShareLink.objects.create(run=run, token_hash=token_hash(token), created_by=run.owner,
-                             expires_at=now + expires_in if expires_in is not None else None,
-                             revoked_at=now if revoked else None)
+    ShareLink.objects.create(
+        run=run,
+        token_hash=token_hash(token),
+        created_by=run.owner,
+        expires_at=now + expires_in if expires_in is not None else None,
+        revoked_at=now if revoked else None,
+    )
     return token
 
 

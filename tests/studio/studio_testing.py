@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from prorl_engine.config import RunConfig
 from studio.presets import default_values
 
@@ -9,6 +11,42 @@ from studio.presets import default_values
 def tiny_config(**changes) -> RunConfig:
     """The engine's tiny CPU preset as a validated RunConfig, with `changes` applied."""
     return RunConfig.from_dict({**default_values(), **changes}, check_paths=False)
+
+
+def write_checkpoints(run, steps: Collection[int], resets: Collection[int] = ()) -> list:
+    """Checkpoint folders of `run` at `steps`, as its trainer writes them but without training, each
+    registered as a Checkpoint row the way the worker's sink registers it.
+
+    The Trainer is built from the run's config; step by step up to max(steps) its policy moves by a
+    small seeded step (seed = the step), standing in for an update, so every checkpoint is a distinct
+    model; at each step of `resets` the reference is reset through `Trainer.reset_reference` (pi_ref
+    <- pi_theta, one reset_history record). The folders are written by prorl_engine.checkpoint.save
+    with the trainer's `state_dict()`, so a fork or an evaluation loads them as it loads trained ones.
+    """
+    import torch
+
+    from prorl_engine import checkpoint as ckpt
+    from prorl_engine.events import NullSink
+    from prorl_engine.reset import INTERVAL
+    from prorl_engine.trainer import Trainer
+    from studio.models import Checkpoint
+
+    trainer = Trainer(RunConfig.from_dict(run.config, check_paths=False), run.run_dir, NullSink())
+    written = []
+    for step in range(1, max(steps) + 1):
+        trainer.step = step
+        moves = torch.Generator().manual_seed(step)
+        with torch.no_grad():
+            for parameter in trainer.policy.parameters():
+                parameter.add_(1e-2 * torch.randn(parameter.shape, generator=moves).to(parameter))
+        if step in resets:
+            trainer.reset_reference(INTERVAL)
+        if step in steps:
+            path = ckpt.save(
+                run.run_dir, step, trainer.policy, trainer.tokenizer, trainer.reference, trainer.state_dict()
+            )
+            written.append(Checkpoint.objects.create(run=run, step=step, path=str(path)))
+    return written
 
 
 def form_data(config: RunConfig | None = None, **changes) -> dict[str, str]:
@@ -50,8 +88,7 @@ class Browserless:
         import urllib.request
 
         body = urllib.parse.urlencode({**data, "csrfmiddlewaretoken": self.csrf_token()}).encode()
-        request = urllib.request.Request(self.base_url + path, data=body,
-                                         headers={"Referer": self.base_url + path})
+        request = urllib.request.Request(self.base_url + path, data=body, headers={"Referer": self.base_url + path})
         try:
             with self.opener.open(request, timeout=60) as response:
                 return response.status, response.url, response.read().decode()

@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # --- login throttling ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def no_lockouts():
     """No test starts or leaves a lockout behind (axes keeps its counts in the database)."""
@@ -116,9 +117,11 @@ def test_a_locked_out_persons_session_still_opens_the_runs_websocket(alice, alic
     cookie = f"sessionid={logged_in.cookies['sessionid'].value}".encode()
 
     async def scenario():
-        ws = WebsocketCommunicator(application, f"/ws/runs/{alices_run.pk}/?after=0",
-                                   headers=[(b"origin", b"http://testserver"), (b"host", b"testserver"),
-                                            (b"cookie", cookie)])
+        ws = WebsocketCommunicator(
+            application,
+            f"/ws/runs/{alices_run.pk}/?after=0",
+            headers=[(b"origin", b"http://testserver"), (b"host", b"testserver"), (b"cookie", cookie)],
+        )
         connected, _ = await ws.connect()
         assert connected
         assert (await ws.receive_json_from(timeout=5))["kind"] == "status"
@@ -128,8 +131,9 @@ def test_a_locked_out_persons_session_still_opens_the_runs_websocket(alice, alic
 
 
 def test_behind_a_proxy_logins_count_the_address_the_proxy_saw(settings):
-    request = RequestFactory().post("/accounts/login/", REMOTE_ADDR="10.1.1.1",
-                                    HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.9")
+    request = RequestFactory().post(
+        "/accounts/login/", REMOTE_ADDR="10.1.1.1", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.9"
+    )
     settings.PROXY_COUNT = 0
     assert client_ip(request) == "10.1.1.1"  # no proxy: X-Forwarded-For is whatever the client sent
     settings.PROXY_COUNT = 1
@@ -141,17 +145,29 @@ def test_behind_a_proxy_logins_count_the_address_the_proxy_saw(settings):
 # --- production settings from the environment ----------------------------------------------------
 
 PRODUCTION = {
-    "DEBUG": "false", "ALLOWED_HOSTS": "studio.example.org", "SECURE_HSTS_SECONDS": "31536000",
-    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true", "SECURE_HSTS_PRELOAD": "true", "SECURE_SSL_REDIRECT": "true",
-    "SESSION_COOKIE_SECURE": "true", "CSRF_COOKIE_SECURE": "true", "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
+    "DEBUG": "false",
+    "ALLOWED_HOSTS": "studio.example.org",
+    "SECURE_HSTS_SECONDS": "31536000",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
+    "SECURE_HSTS_PRELOAD": "true",
+    "SECURE_SSL_REDIRECT": "true",
+    "SESSION_COOKIE_SECURE": "true",
+    "CSRF_COOKIE_SECURE": "true",
+    "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
 }
 HTTPS_VARIABLES = [name for name in PRODUCTION if name.startswith(("SECURE_", "SESSION_", "CSRF_"))]
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in PRODUCTION}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=180, env={**base, "SECRET_KEY": secrets.token_urlsafe(50), **env})
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**base, "SECRET_KEY": secrets.token_urlsafe(50), **env},
+    )
 
 
 def test_the_deploy_check_is_clean_with_the_production_variables():
@@ -161,23 +177,40 @@ def test_the_deploy_check_is_clean_with_the_production_variables():
 
 
 def test_without_them_the_deploy_check_names_what_is_missing():
-    result = manage("check", "--deploy", "--fail-level", "WARNING",
-                    env={k: v for k, v in PRODUCTION.items() if k not in HTTPS_VARIABLES})
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={k: v for k, v in PRODUCTION.items() if k not in HTTPS_VARIABLES},
+    )
     assert result.returncode != 0
     found = set(re.findall(r"security\.W\d+", result.stdout + result.stderr))
     assert found == {"security.W004", "security.W008", "security.W012", "security.W016"}
 
 
 def test_the_environment_sets_the_throttle_and_the_proxy_header():
-    script = ("import json; from django.conf import settings as s; print(json.dumps([s.AXES_FAILURE_LIMIT, "
-              "s.AXES_COOLOFF_TIME.total_seconds(), s.PROXY_COUNT, s.SECURE_PROXY_SSL_HEADER]))")
-    result = manage("shell", "-c", script, env={"PRORL_LOGIN_FAILURE_LIMIT": "3", "PRORL_LOGIN_COOLOFF_S": "60",
-                                               "PRORL_PROXY_COUNT": "1", "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"})
+    script = (
+        "import json; from django.conf import settings as s; print(json.dumps([s.AXES_FAILURE_LIMIT, "
+        "s.AXES_COOLOFF_TIME.total_seconds(), s.PROXY_COUNT, s.SECURE_PROXY_SSL_HEADER]))"
+    )
+    result = manage(
+        "shell",
+        "-c",
+        script,
+        env={
+            "PRORL_LOGIN_FAILURE_LIMIT": "3",
+            "PRORL_LOGIN_COOLOFF_S": "60",
+            "PRORL_PROXY_COUNT": "1",
+            "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
+        },
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [3, 60.0, 1, ["HTTP_X_FORWARDED_PROTO", "https"]]
 
 
 # --- Content-Security-Policy --------------------------------------------------------------------
+
 
 def policy_of(response) -> dict[str, list[str]]:
     directives = [part.strip().split() for part in response["Content-Security-Policy"].split(";") if part.strip()]
@@ -186,8 +219,13 @@ def policy_of(response) -> dict[str, list[str]]:
 
 def test_every_page_gets_a_policy_of_own_scripts_and_no_frames(client, alice, alices_run):
     client.force_login(alice)
-    for url in (reverse("login"), reverse("run-list"), reverse("run-detail", args=[alices_run.pk]),
-                reverse("run-metrics", args=[alices_run.pk]), reverse("share-detail", args=[share(alices_run)])):
+    for url in (
+        reverse("login"),
+        reverse("run-list"),
+        reverse("run-detail", args=[alices_run.pk]),
+        reverse("run-metrics", args=[alices_run.pk]),
+        reverse("share-detail", args=[share(alices_run)]),
+    ):
         policy = policy_of(client.get(url))
         assert policy["script-src"] == ["'self'"] and policy["default-src"] == ["'self'"], url
         assert policy["object-src"] == ["'none'"] and policy["frame-ancestors"] == ["'none'"]
@@ -211,7 +249,7 @@ def test_no_template_has_what_the_policy_refuses(template):
 
 
 def test_the_inline_patterns_catch_what_they_name():
-    samples = ['<script>alert(1)</script>', '<input onclick="x()">', '<div style="color: red">', "<style>p{}</style>"]
+    samples = ["<script>alert(1)</script>", '<input onclick="x()">', '<div style="color: red">', "<style>p{}</style>"]
     assert [[what for pattern, what in INLINE if pattern.search(s)] for s in samples] == [[w] for _, w in INLINE]
     assert not any(pattern.search('<script src="/static/studio/run.js"></script>') for pattern, _ in INLINE)
 
@@ -232,10 +270,14 @@ WORKER = "gpu-7.internal:4242"
 def test_a_viewer_gets_the_errors_first_line_without_server_paths(tmp_path):
     run_dir = tmp_path / "runs" / "17"
     assert viewer_error(TRACEBACK_ERROR, run_dir) == ONE_LINE
-    assert viewer_error(f"OSError: cannot write {run_dir}/checkpoints/step-000002/model.safetensors", run_dir) == \
-        "OSError: cannot write checkpoints/step-000002/model.safetensors"
-    assert viewer_error("ValueError: see https://example.org/a/b, 1/2 and a / b") == \
-        "ValueError: see https://example.org/a/b, 1/2 and a / b"
+    assert (
+        viewer_error(f"OSError: cannot write {run_dir}/checkpoints/step-000002/model.safetensors", run_dir)
+        == "OSError: cannot write checkpoints/step-000002/model.safetensors"
+    )
+    assert (
+        viewer_error("ValueError: see https://example.org/a/b, 1/2 and a / b")
+        == "ValueError: see https://example.org/a/b, 1/2 and a / b"
+    )
     assert viewer_error("ValueError: model_path tiny:/srv/models/x") == "ValueError: model_path tiny:…/x"
     long = viewer_error("E: " + "x" * 1000)
     assert len(long) == 300 and long.endswith("…") and viewer_error("") == viewer_error("\n\n") == ""
@@ -243,11 +285,23 @@ def test_a_viewer_gets_the_errors_first_line_without_server_paths(tmp_path):
 
 def test_a_viewers_event_has_paths_relative_to_the_run_and_no_worker(tmp_path):
     run_dir = tmp_path / "runs" / "17"
-    event = {"id": 1, "step": 3, "kind": "status", "time": 0.0,
-             "data": {"status": "failed", "error": TRACEBACK_ERROR, "worker": WORKER,
-                      "path": f"{run_dir}/checkpoints/step-000003"}}
-    assert viewer_event(event, run_dir)["data"] == {"status": "failed", "error": ONE_LINE,
-                                                    "path": "checkpoints/step-000003"}
+    event = {
+        "id": 1,
+        "step": 3,
+        "kind": "status",
+        "time": 0.0,
+        "data": {
+            "status": "failed",
+            "error": TRACEBACK_ERROR,
+            "worker": WORKER,
+            "path": f"{run_dir}/checkpoints/step-000003",
+        },
+    }
+    assert viewer_event(event, run_dir)["data"] == {
+        "status": "failed",
+        "error": ONE_LINE,
+        "path": "checkpoints/step-000003",
+    }
     outside = {**event, "data": {"path": "/srv/prorl/runs/18/checkpoints/step-000003"}}
     assert viewer_event(outside, run_dir)["data"] == {}
     assert run_relative(f"{run_dir}/../18/x", run_dir) is None
@@ -257,14 +311,20 @@ def test_a_viewers_event_has_paths_relative_to_the_run_and_no_worker(tmp_path):
 def failed_run(alices_run, alice, bob) -> Run:
     """Alice's run, failed at step 3 after a checkpoint, in her team where Bob is a viewer."""
     team = team_of(alice, (bob, TeamRole.VIEWER))
-    MetricPoint.objects.bulk_create(MetricPoint(run=alices_run, step=s, values={"reward/mean": s / 10})
-                                    for s in range(1, 4))
+    MetricPoint.objects.bulk_create(
+        MetricPoint(run=alices_run, step=s, values={"reward/mean": s / 10}) for s in range(1, 4)
+    )
     Run.objects.filter(pk=alices_run.pk).update(team=team, status=RunStatus.FAILED, last_step=3, error=TRACEBACK_ERROR)
     path = str(alices_run.run_dir / "checkpoints" / "step-000003")
     Checkpoint.objects.create(run=alices_run, step=3, path=path)
     Event.objects.create(run=alices_run, step=3, kind="checkpoint", data={"path": path}, time=1.0)
-    Event.objects.create(run=alices_run, step=3, kind="status", time=2.0,
-                         data={"status": "failed", "error": TRACEBACK_ERROR, "worker": WORKER})
+    Event.objects.create(
+        run=alices_run,
+        step=3,
+        kind="status",
+        time=2.0,
+        data={"status": "failed", "error": TRACEBACK_ERROR, "worker": WORKER},
+    )
     alices_run.refresh_from_db()
     return alices_run
 
@@ -328,20 +388,39 @@ async def messages_until_status(ws: WebsocketCommunicator) -> list[dict]:
 @pytest.mark.usefixtures("channel_layer_settings")
 @pytest.mark.parametrize("who", ["share link", "team viewer", "owner"])
 def test_the_websocket_gives_each_the_error_they_may_see(failed_run, alice, bob, who):
-    ws = viewer_socket(failed_run, AnonymousUser(), share(failed_run)) if who == "share link" else \
-        viewer_socket(failed_run, bob if who == "team viewer" else alice)
+    ws = (
+        viewer_socket(failed_run, AnonymousUser(), share(failed_run))
+        if who == "share link"
+        else viewer_socket(failed_run, bob if who == "team viewer" else alice)
+    )
     live_error = TRACEBACK_ERROR.replace("secret.jsonl", "other.jsonl")
 
     async def scenario() -> tuple[list[dict], list[dict]]:
         assert (await ws.connect())[0]
         backlog = await messages_until_status(ws)
         layer = get_channel_layer()
-        await layer.group_send(failed_run.group_name, {
-            "type": "run.event", "event": {"id": 10**6, "step": 3, "kind": "checkpoint", "time": 3.0,
-                                           "data": {"path": str(failed_run.run_dir / "checkpoints" / "step-000004")}}})
-        await layer.group_send(failed_run.group_name, {
-            "type": "run.status", "status": "failed", "error": live_error,
-            "progress": {"step": 3, "total": 3, "eta_s": None, "status": "failed"}})
+        await layer.group_send(
+            failed_run.group_name,
+            {
+                "type": "run.event",
+                "event": {
+                    "id": 10**6,
+                    "step": 3,
+                    "kind": "checkpoint",
+                    "time": 3.0,
+                    "data": {"path": str(failed_run.run_dir / "checkpoints" / "step-000004")},
+                },
+            },
+        )
+        await layer.group_send(
+            failed_run.group_name,
+            {
+                "type": "run.status",
+                "status": "failed",
+                "error": live_error,
+                "progress": {"step": 3, "total": 3, "eta_s": None, "status": "failed"},
+            },
+        )
         live = await messages_until_status(ws)
         await ws.disconnect()
         return backlog, live
@@ -359,9 +438,15 @@ def test_the_websocket_gives_each_the_error_they_may_see(failed_run, alice, bob,
 def test_a_failed_comparison_shows_its_traceback_only_to_its_owner(client, alice, bob, failed_run):
     path = str(failed_run.run_dir / "checkpoints" / "step-000003")
     comparison = Comparison.objects.create(
-        owner=alice, status=Comparison.Status.FAILED, error=TRACEBACK_ERROR, settings={"n": 1, "ks": [1], "prompts": 1},
-        entries=[{"label": "a", "path": path, "run": failed_run.pk, "checkpoint": 1, "step": 3},
-                 {"label": "base: tiny", "path": "tiny:", "run": None, "checkpoint": None, "step": 0}])
+        owner=alice,
+        status=Comparison.Status.FAILED,
+        error=TRACEBACK_ERROR,
+        settings={"n": 1, "ks": [1], "prompts": 1},
+        entries=[
+            {"label": "a", "path": path, "run": failed_run.pk, "checkpoint": 1, "step": 3},
+            {"label": "base: tiny", "path": "tiny:", "run": None, "checkpoint": None, "step": 0},
+        ],
+    )
     comparison.runs.set([failed_run])
     url = reverse("compare-data", args=[comparison.pk])
     client.force_login(bob)

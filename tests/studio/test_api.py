@@ -84,7 +84,9 @@ def test_session_views_keep_csrf_protection(alice, alices_run):
 def test_the_run_list_and_detail(client, alice, long_run):
     token = api_token(alice)
     runs = client.get(reverse("api-runs"), **bearer(token)).json()["runs"]
-    assert [(r["id"], r["owner"], r["status"], r["last_step"]) for r in runs] == [(long_run.pk, "alice", "running", 3000)]
+    assert [(r["id"], r["owner"], r["status"], r["last_step"]) for r in runs] == [
+        (long_run.pk, "alice", "running", 3000)
+    ]
     assert client.get(reverse("api-runs") + "?status=finished", **bearer(token)).json()["runs"] == []
     detail = client.get(reverse("api-run", args=[long_run.pk]), **bearer(token)).json()
     assert detail["config"] == long_run.config and detail["can_control"] is True and detail["team"] is None
@@ -114,8 +116,9 @@ def test_metrics_come_in_pages_a_script_follows_with_next_since(client, alice, l
 
 def test_metrics_are_downsampled_when_asked(client, alice, long_run):
     token = api_token(alice)
-    series = client.get(reverse("api-run-metrics", args=[long_run.pk]) + "?downsample=200&keys=reward/mean",
-                        **bearer(token)).json()["series"]
+    series = client.get(
+        reverse("api-run-metrics", args=[long_run.pk]) + "?downsample=200&keys=reward/mean", **bearer(token)
+    ).json()["series"]
     assert list(series) == ["reward/mean"] and len(series["reward/mean"]["steps"]) <= 202
     assert series["reward/mean"]["steps"][-1] == 3000
 
@@ -149,20 +152,35 @@ def test_a_form_encoded_command_works_too(client, alice, long_run):
     assert response.status_code == 201 and Command.objects.get().kind == "pause"
 
 
-@pytest.mark.parametrize(("status", "kind"), [(RunStatus.FINISHED, "stop"), (RunStatus.QUEUED, "pause"),
-                                              (RunStatus.RUNNING, "resume"), (RunStatus.PAUSED, "pause")])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (RunStatus.FINISHED, "stop"),
+        (RunStatus.QUEUED, "pause"),
+        (RunStatus.RUNNING, "resume"),
+        (RunStatus.PAUSED, "pause"),
+    ],
+)
 def test_a_command_the_run_cannot_take_is_refused_with_the_reason(client, alice, alices_run, status, kind):
     Run.objects.filter(pk=alices_run.pk).update(status=status)
-    response = client.post(reverse("api-run-commands", args=[alices_run.pk]), {"kind": kind},
-                           content_type="application/json", **bearer(api_token(alice)))
+    response = client.post(
+        reverse("api-run-commands", args=[alices_run.pk]),
+        {"kind": kind},
+        content_type="application/json",
+        **bearer(api_token(alice)),
+    )
     assert response.status_code == 409
     assert f"#{alices_run.pk}" in response.json()["error"] and status in response.json()["error"]
     assert not Command.objects.exists()
 
 
 def test_an_unknown_command_is_refused(client, alice, long_run):
-    response = client.post(reverse("api-run-commands", args=[long_run.pk]), {"kind": "explode"},
-                           content_type="application/json", **bearer(api_token(alice)))
+    response = client.post(
+        reverse("api-run-commands", args=[long_run.pk]),
+        {"kind": "explode"},
+        content_type="application/json",
+        **bearer(api_token(alice)),
+    )
     assert response.status_code == 400 and "save_checkpoint" in response.json()["error"]
 
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 from django.urls import reverse
-from studio_testing import tiny_config
+from studio_testing import tiny_config, write_checkpoints
 
 from studio.compare import side_by_side
 from studio.models import Checkpoint, Comparison, Membership, Run, RunStatus, Team, TeamRole
@@ -15,18 +15,11 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def enqueued(monkeypatch) -> list[int]:
-    from worker import eval_tasks
-
-    ids: list[int] = []
-    monkeypatch.setattr(eval_tasks.run_comparison, "delay", lambda comparison_id: ids.append(comparison_id))
-    return ids
-
-
-@pytest.fixture
 def checkpoints(alices_run) -> list[Checkpoint]:
-    return [Checkpoint.objects.create(run=alices_run, step=step, path=f"/runs/{alices_run.pk}/step-{step:06d}")
-            for step in (4, 8)]
+    return [
+        Checkpoint.objects.create(run=alices_run, step=step, path=f"/runs/{alices_run.pk}/step-{step:06d}")
+        for step in (4, 8)
+    ]
 
 
 def choose(checkpoints, **changes) -> dict:
@@ -41,18 +34,27 @@ def test_the_form_lists_alices_checkpoints_and_preselects_the_one_she_came_from(
     assert "tiny:var/models/tiny-qwen2" in page  # the run's base model is offered too
 
 
-def test_alice_starts_a_comparison_of_two_checkpoints(client, alice, checkpoints, enqueued,
-                                                      django_capture_on_commit_callbacks):
+def test_alice_starts_a_comparison_of_two_checkpoints(
+    client, alice, checkpoints, enqueued, django_capture_on_commit_callbacks
+):
     client.force_login(alice)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(reverse("compare-new"), choose(checkpoints))
     comparison = Comparison.objects.get()
     assert response.url == comparison.get_absolute_url() and enqueued == [comparison.pk]
     run = checkpoints[0].run
-    assert [e["label"] for e in comparison.entries] == [f"alice's tiny run #{run.pk} @ 4", f"alice's tiny run #{run.pk} @ 8"]
+    assert [e["label"] for e in comparison.entries] == [
+        f"alice's tiny run #{run.pk} @ 4",
+        f"alice's tiny run #{run.pk} @ 8",
+    ]
     assert [e["path"] for e in comparison.entries] == [c.path for c in checkpoints]
-    assert {k: comparison.settings[k] for k in ("n", "ks", "prompts", "max_new_tokens", "prompts_run")} == \
-        {"n": 4, "ks": [1, 4], "prompts": 3, "max_new_tokens": tiny_config().max_response_tokens, "prompts_run": run.pk}
+    assert {k: comparison.settings[k] for k in ("n", "ks", "prompts", "max_new_tokens", "prompts_run")} == {
+        "n": 4,
+        "ks": [1, 4],
+        "prompts": 3,
+        "max_new_tokens": tiny_config().max_response_tokens,
+        "prompts_run": run.pk,
+    }
     page = client.get(comparison.get_absolute_url()).content.decode()
     assert "status-queued" in page and "this page updates when it is done" in page
     assert client.get(reverse("compare-data", args=[comparison.pk])).json()["status"] == "queued"
@@ -69,16 +71,20 @@ def test_a_comparison_needs_two_models(client, alice, checkpoints, enqueued):
 def test_pass_at_k_needs_as_many_samples(client, alice, checkpoints, enqueued):
     client.force_login(alice)
     response = client.post(reverse("compare-new"), choose(checkpoints, n="2", ks="1, 4"))
-    assert response.status_code == 400 and "pass@4 needs at least 4 samples per prompt (n is 2)" in \
-        response.content.decode()
+    assert (
+        response.status_code == 400
+        and "pass@4 needs at least 4 samples per prompt (n is 2)" in response.content.decode()
+    )
 
 
 def test_a_checkpoint_may_be_compared_with_a_base_model(client, alice, checkpoints, enqueued):
     client.force_login(alice)
     client.post(reverse("compare-new"), choose(checkpoints[:1], base_models=["tiny:var/models/tiny-qwen2"]))
     entries = Comparison.objects.get().entries
-    assert [(e["label"], e["path"]) for e in entries][1] == ("base: tiny:var/models/tiny-qwen2",
-                                                             "tiny:var/models/tiny-qwen2")
+    assert [(e["label"], e["path"]) for e in entries][1] == (
+        "base: tiny:var/models/tiny-qwen2",
+        "tiny:var/models/tiny-qwen2",
+    )
 
 
 def test_charlie_can_neither_compare_nor_see_alices_checkpoints(client, alice, charlie, checkpoints, enqueued):
@@ -108,14 +114,13 @@ def test_bob_as_a_viewer_sees_alices_comparison_but_may_not_start_one(client, al
 
 
 def test_evaluation_jobs_go_to_the_eval_queue_which_the_embedded_worker_consumes():
-    import inspect
-
     from studio import up
     from worker.celery import app
 
     assert app.amqp.router.route({}, "worker.eval_tasks.run_comparison")["queue"].name == "eval"
     assert app.amqp.router.route({}, "worker.tasks.train_run")["queue"].name == "gpu"
-    assert '"--queues", "gpu,eval"' in inspect.getsource(up)
+    command = up.worker_command()
+    assert set(command[command.index("--queues") + 1].split(",")) == {"gpu", "eval"}
 
 
 def answer(response: str, correct: bool) -> dict:
@@ -125,18 +130,32 @@ def answer(response: str, correct: bool) -> dict:
 def test_the_page_marks_differences_in_metrics_and_answers():
     result = {
         "labels": ["a", "b"],
-        "metrics": {"eval/all/pass@1": {"a": 0.25, "b": 0.75, "delta": 0.5},
-                    "eval/chain_sum/pass@1": {"a": 0.25, "b": 0.75, "delta": 0.5}},
+        "metrics": {
+            "eval/all/pass@1": {"a": 0.25, "b": 0.75, "delta": 0.5},
+            "eval/chain_sum/pass@1": {"a": 0.25, "b": 0.75, "delta": 0.5},
+        },
         "prompts": [
-            {"uid": "p1", "prompt": "1+1", "task": "chain_sum", "domain": "logic",
-             "answers": {"a": [answer("2", True), answer("3", False)], "b": [answer("2", True), answer("2", True)]}},
-            {"uid": "p2", "prompt": "2+2", "task": "chain_sum", "domain": "logic",
-             "answers": {"a": [answer("4", True)], "b": [answer("4", True)]}},
+            {
+                "uid": "p1",
+                "prompt": "1+1",
+                "task": "chain_sum",
+                "domain": "logic",
+                "answers": {"a": [answer("2", True), answer("3", False)], "b": [answer("2", True), answer("2", True)]},
+            },
+            {
+                "uid": "p2",
+                "prompt": "2+2",
+                "task": "chain_sum",
+                "domain": "logic",
+                "answers": {"a": [answer("4", True)], "b": [answer("4", True)]},
+            },
         ],
     }
     view = side_by_side(result)
     assert [(m["key"], m["scope"], [c["delta_text"] for c in m["cells"]]) for m in view["metrics"]] == [
-        ("eval/all/pass@1", "all", ["", "+0.500"]), ("eval/chain_sum/pass@1", "task", ["", "+0.500"])]
+        ("eval/all/pass@1", "all", ["", "+0.500"]),
+        ("eval/chain_sum/pass@1", "task", ["", "+0.500"]),
+    ]
     first, second = view["prompts"]
     assert first["differs"] and not second["differs"] and view["differing"] == 1
     assert [c["better"] for c in first["columns"]] == [False, True]
@@ -145,23 +164,23 @@ def test_the_page_marks_differences_in_metrics_and_answers():
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("channel_layer_settings")
 def test_two_checkpoints_of_a_tiny_run_answer_the_same_prompts_side_by_side(
-        client, alice, settings, tmp_path, enqueued):
+    client, alice, settings, tmp_path, enqueued
+):
     from worker.eval_tasks import run_comparison
-    from worker.tasks import train_run
 
     settings.RUNS_DIR = tmp_path
     config = tiny_config(steps=4, checkpoint_every=2, eval_every=0)
-    run = Run.objects.create(owner=alice, name="tiny", config=config.to_dict(), total_steps=config.steps)
-    assert train_run.apply(args=[run.pk]).get() == "finished"
-    assert Run.objects.get(pk=run.pk).status == RunStatus.FINISHED
-    checkpoints = list(Checkpoint.objects.filter(run=run).order_by("step"))
-    assert [c.step for c in checkpoints] == [2, 4]
+    run = Run.objects.create(
+        owner=alice, name="tiny", config=config.to_dict(), total_steps=config.steps, status=RunStatus.FINISHED
+    )
+    checkpoints = write_checkpoints(run, steps=[2, 4])
 
     client.force_login(alice)
-    client.post(reverse("compare-new"), choose(checkpoints, n="2", ks="1, 2", prompts="3", max_new_tokens="8",
-                                               base_models=[config.model_path]))
+    client.post(
+        reverse("compare-new"),
+        choose(checkpoints, n="2", ks="1, 2", prompts="3", max_new_tokens="8", base_models=[config.model_path]),
+    )
     comparison = Comparison.objects.get()
     assert enqueued == [comparison.pk]
     assert run_comparison.apply(args=[comparison.pk]).get() == "finished"
@@ -179,8 +198,8 @@ def test_two_checkpoints_of_a_tiny_run_answer_the_same_prompts_side_by_side(
     page = client.get(comparison.get_absolute_url()).content.decode()
     assert page.count('class="compare-prompt') == 3
     for entry in prompts:
-        section = page[page.index(f'data-uid="{entry["uid"]}"'):]
-        section = section[:section.index("</section>")]
+        section = page[page.index(f'data-uid="{entry["uid"]}"') :]
+        section = section[: section.index("</section>")]
         assert all(f'data-label="{label}"' in section for label in labels)
     assert 'data-metric="eval/all/pass@1"' in page and 'data-metric="eval/chain_sum/mean_length"' in page
 
@@ -198,11 +217,13 @@ def test_the_embedded_workers_queues_take_an_evaluation_job_started_over_http(li
     from prorl_engine.tiny import build_tiny_model
 
     config = tiny_config()
-    run = Run.objects.create(owner=alice, name="two seeds", config=config.to_dict(), total_steps=config.steps,
-                             status=RunStatus.FINISHED)
-    checkpoints = [Checkpoint.objects.create(run=run, step=step, path=str(build_tiny_model(tmp_path / f"s{step}",
-                                                                                             seed=step)))
-                   for step in (1, 2)]
+    run = Run.objects.create(
+        owner=alice, name="two seeds", config=config.to_dict(), total_steps=config.steps, status=RunStatus.FINISHED
+    )
+    checkpoints = [
+        Checkpoint.objects.create(run=run, step=step, path=str(build_tiny_model(tmp_path / f"s{step}", seed=step)))
+        for step in (1, 2)
+    ]
     live_studio.start_worker("gpu-and-eval", queues="gpu,eval")
     browser = Browserless(live_studio.url)
     browser.log_in("alice", "alice-password")

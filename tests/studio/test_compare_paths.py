@@ -26,16 +26,30 @@ def base(path: str) -> dict:
 
 
 def of_checkpoint(checkpoint: Checkpoint) -> dict:
-    return {"label": f"#{checkpoint.run_id} @ {checkpoint.step}", "path": checkpoint.path, "run": checkpoint.run_id,
-            "checkpoint": checkpoint.pk, "step": checkpoint.step}
+    return {
+        "label": f"#{checkpoint.run_id} @ {checkpoint.step}",
+        "path": checkpoint.path,
+        "run": checkpoint.run_id,
+        "checkpoint": checkpoint.pk,
+        "step": checkpoint.step,
+    }
 
 
 def stored_comparison(owner, entries: list[dict], prompts_run: Run, config: RunConfig | None = None) -> Comparison:
     """A queued comparison whose models and config no form checked."""
     config = config or RunConfig.from_dict(prompts_run.config, check_paths=False)
-    comparison = Comparison.objects.create(owner=owner, entries=entries, settings={
-        "n": 1, "ks": [1], "prompts": 2, "max_new_tokens": 4, "prompts_run": prompts_run.pk,
-        "config": config.to_dict()})
+    comparison = Comparison.objects.create(
+        owner=owner,
+        entries=entries,
+        settings={
+            "n": 1,
+            "ks": [1],
+            "prompts": 2,
+            "max_new_tokens": 4,
+            "prompts_run": prompts_run.pk,
+            "config": config.to_dict(),
+        },
+    )
     comparison.runs.set({e["run"] for e in entries if e["run"]} | {prompts_run.pk})
     return comparison
 
@@ -62,8 +76,7 @@ def alices_checkpoint(alices_run, tmp_path) -> Checkpoint:
     return Checkpoint.objects.create(run=alices_run, step=4, path=str(folder))
 
 
-def test_bobs_stored_comparison_of_alices_checkpoint_fails_as_a_missing_model_would(bob, bobs_run,
-                                                                                    alices_checkpoint):
+def test_bobs_stored_comparison_of_alices_checkpoint_fails_as_a_missing_model_would(bob, bobs_run, alices_checkpoint):
     refused = outcome(stored_comparison(bob, [base(TINY), base(alices_checkpoint.path)], bobs_run))
     missing = outcome(stored_comparison(bob, [base(TINY), base("/no/such/model")], bobs_run))
     as_a_checkpoint = outcome(stored_comparison(bob, [base(TINY), of_checkpoint(alices_checkpoint)], bobs_run))
@@ -80,8 +93,9 @@ def test_the_job_reads_no_server_file_as_held_out_prompts(bob, bobs_run, tmp_pat
     secret = tmp_path / "secret.jsonl"
     secret.write_text(json.dumps({"prompt": "the root password is", "answer": "hunter2"}) + "\n")
     config = tiny_config(data=[{"task": "x", "source": "file", "path": str(secret), "domain": "math", "eval_size": 1}])
-    returned, error, result = outcome(stored_comparison(bob, [base(TINY), base("tiny:var/models/other")], bobs_run,
-                                                        config=config))
+    returned, error, result = outcome(
+        stored_comparison(bob, [base(TINY), base("tiny:var/models/other")], bobs_run, config=config)
+    )
     assert (returned, error, result) == ("failed", f"invalid config: data[0]: {DATA_REFUSED}", None)
 
 
@@ -95,22 +109,25 @@ def test_an_editor_demoted_before_the_job_ran_has_his_comparison_refused(alice, 
 
 
 def test_a_viewer_uses_the_held_out_prompts_of_alices_upload_until_he_leaves_her_team(
-        settings, alice, bob, alices_run, tmp_path):
+    settings, alice, bob, alices_run, tmp_path
+):
     upload = tmp_path / "uploads" / str(alice.pk) / "f00d" / "sums.jsonl"
     upload.parent.mkdir(parents=True)
     upload.write_text("".join(json.dumps({"prompt": f"{i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(4)))
     RegisteredDataset.objects.create(name="sums", owner=alice, path=str(upload), domain="math", uploaded=True)
-    config = tiny_config(data=[{"task": "sums", "source": "file", "path": str(upload), "domain": "math",
-                                "eval_size": 2}])
+    config = tiny_config(
+        data=[{"task": "sums", "source": "file", "path": str(upload), "domain": "math", "eval_size": 2}]
+    )
     team = team_of(alice, (bob, TeamRole.VIEWER))
     Run.objects.filter(pk=alices_run.pk).update(team=team, config=config.to_dict())
     alices_run.refresh_from_db()
     comparison = stored_comparison(bob, [base(TINY), base("tiny:var/models/other")], alices_run)
 
-    assert permitted_prompts_config(comparison).data[0]["path"] == str(upload)
+    assert permitted_prompts_config(comparison).data[0].path == str(upload)
     assert permitted_models(comparison) == {
         f"base: {TINY}": f"tiny:{Path(settings.MODEL_BUILD_DIR) / 'tiny-qwen2'}",
-        "base: tiny:var/models/other": f"tiny:{Path(settings.MODEL_BUILD_DIR) / 'other'}"}
+        "base: tiny:var/models/other": f"tiny:{Path(settings.MODEL_BUILD_DIR) / 'other'}",
+    }
     team.memberships.filter(user=bob).delete()
     returned, error, _ = outcome(comparison)
     assert returned == "failed" and error.startswith("invalid config: prompts_from: the run whose held-out prompts")

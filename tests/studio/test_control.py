@@ -16,8 +16,13 @@ from worker.sink import StudioControl
 pytestmark = pytest.mark.django_db
 
 JSON = {"HTTP_ACCEPT": "application/json"}
-COMMANDS = {"run-reset-reference": "reset_reference", "run-pause": "pause", "run-resume": "resume",
-            "run-stop": "stop", "run-save-checkpoint": "save_checkpoint"}
+COMMANDS = {
+    "run-reset-reference": "reset_reference",
+    "run-pause": "pause",
+    "run-resume": "resume",
+    "run-stop": "stop",
+    "run-save-checkpoint": "save_checkpoint",
+}
 
 
 def set_status(run: Run, status: str) -> None:
@@ -44,8 +49,10 @@ def test_alice_resumes_her_paused_run(client, alice, alices_run):
     set_status(alices_run, RunStatus.PAUSED)
     client.force_login(alice)
     assert post(client, "run-resume", alices_run, **JSON).status_code == 202
-    assert post(client, "run-pause", alices_run, **JSON).json()["error"] == \
-        f"Run #{alices_run.pk} (alice's tiny run) is already paused."
+    assert (
+        post(client, "run-pause", alices_run, **JSON).json()["error"]
+        == f"Run #{alices_run.pk} (alice's tiny run) is already paused."
+    )
     assert list(Command.objects.filter(run=alices_run).values_list("kind", flat=True)) == ["resume"]
 
 
@@ -54,7 +61,10 @@ def test_resuming_a_running_run_is_refused_with_the_reason(client, alice, alices
     client.force_login(alice)
     response = post(client, "run-resume", alices_run, **JSON)
     assert response.status_code == 409
-    assert response.json()["error"] == f"Run #{alices_run.pk} (alice's tiny run) is running, not paused: there is nothing to resume."
+    assert (
+        response.json()["error"]
+        == f"Run #{alices_run.pk} (alice's tiny run) is running, not paused: there is nothing to resume."
+    )
     assert not Command.objects.exists()
 
 
@@ -81,7 +91,10 @@ def test_a_queued_run_can_only_be_stopped_and_stops_at_once(client, alice, alice
     response = post(client, "run-pause", alices_run, **JSON)
     assert response.status_code == 409 and "it is queued" in response.json()["error"]
     assert post(client, "run-stop", alices_run, **JSON).json() == {
-        "command": None, "status": "stopped", "message": "The run was still queued: it is stopped."}
+        "command": None,
+        "status": "stopped",
+        "message": "The run was still queued: it is stopped.",
+    }
     assert Run.objects.get(pk=alices_run.pk).status == RunStatus.STOPPED
     assert Event.objects.get(run=alices_run, kind="status").data["requested_by"] == "alice"
 
@@ -114,30 +127,27 @@ def test_the_run_page_shows_what_became_of_each_command(client, alice, alices_ru
     post(client, "run-pause", alices_run)
     save, pause = Command.objects.filter(run=alices_run).order_by("id")
     StudioControl(alices_run).poll()  # the worker hands both to the engine, which applies the first
-    Event.objects.create(run=alices_run, step=3, kind="command", time=time.time(),
-                         data={"kind": "save_checkpoint", "requested_by": "alice", "id": str(save.pk)})
+    Event.objects.create(
+        run=alices_run,
+        step=3,
+        kind="command",
+        time=time.time(),
+        data={"kind": "save_checkpoint", "requested_by": "alice", "id": str(save.pk)},
+    )
     page = client.get(alices_run.get_absolute_url()).content.decode()
     assert "applied at step 3" in page and "handed to the trainer" in page
     data = client.get(reverse("run-commands", args=[alices_run.pk])).json()["commands"]
-    assert [(c["kind"], c["state"], c["step"]) for c in data] == [("pause", "delivered", None),
-                                                                 ("save_checkpoint", "applied", 3)]
+    assert [(c["kind"], c["state"], c["step"]) for c in data] == [
+        ("pause", "delivered", None),
+        ("save_checkpoint", "applied", 3),
+    ]
     assert 'id="pause"' in page and 'id="resume"' in page and 'data-status="running"' in page
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("channel_layer_settings")
-def test_alice_pauses_saves_resets_resumes_and_stops_a_live_run(client, alice, settings, tmp_path):
+def test_alice_pauses_saves_resets_resumes_and_stops_a_live_run(client, alice, settings, tmp_path, wait_for):
     """A real tiny run trained by the worker task in a thread, steered through the HTTP views."""
     from worker.tasks import train_run
 
@@ -181,8 +191,12 @@ def test_alice_pauses_saves_resets_resumes_and_stops_a_live_run(client, alice, s
     assert Checkpoint.objects.filter(run=run, step=stopped.last_step).exists()
     applied = Event.objects.filter(run=run, kind="command").order_by("id")
     assert [(e.data["kind"], e.data["requested_by"]) for e in applied] == [
-        ("pause", "alice"), ("save_checkpoint", "alice"), ("reset_reference", "alice"), ("resume", "alice"),
-        ("stop", "alice")]
+        ("pause", "alice"),
+        ("save_checkpoint", "alice"),
+        ("reset_reference", "alice"),
+        ("resume", "alice"),
+        ("stop", "alice"),
+    ]
     commands = client.get(reverse("run-commands", args=[run.pk])).json()["commands"]
     assert {c["state"] for c in commands} == {"applied"}
     refused = post(client, "run-resume", run, **JSON)

@@ -8,8 +8,8 @@ from studio.series import chart_data, downsample
 def spiky_curve(n: int) -> tuple[list[int], list[float]]:
     steps = list(range(1, n + 1))
     values = [math.sin(step / 50) for step in steps]
-    values[4321] = 50.0     # one spike up
-    values[8765] = -40.0    # one spike down
+    values[4321] = 50.0  # one spike up
+    values[8765] = -40.0  # one spike down
     return steps, values
 
 
@@ -39,5 +39,7 @@ def test_it_leaves_short_curves_alone():
 
 def test_chart_data_skips_missing_and_non_finite_values():
     rows = [(1, {"a": 1.0, "b": None}), (2, {"a": float("nan")}), (3, {"a": 2.0, "b": 3.0})]
-    assert chart_data(rows, 2000) == {"a": {"steps": [1, 3], "values": [1.0, 2.0]},
-                                      "b": {"steps": [3], "values": [3.0]}}
+    assert chart_data(rows, 2000) == {
+        "a": {"steps": [1, 3], "values": [1.0, 2.0]},
+        "b": {"steps": [3], "values": [3.0]},
+    }

@@ -8,7 +8,6 @@ stored steps are exactly 1..N.
 import asyncio
 import json
 import signal
-import time
 
 import pytest
 from studio_testing import Browserless, form_data
@@ -18,16 +17,6 @@ from studio.models import Event, MetricPoint, Run, RunStatus
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 STEPS = 30
-
-
-def wait_for(condition, timeout: float, what: str, studio=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}\n{studio.logs() if studio else ''}")
 
 
 async def first_points(url: str, cookie: str, timeout: float) -> list[int]:
@@ -41,12 +30,13 @@ async def first_points(url: str, cookie: str, timeout: float) -> list[int]:
                 return [point["step"] for point in message["points"]]
 
 
-def test_a_run_launched_through_the_form_survives_a_killed_worker(live_studio, alice):
+def test_a_run_launched_through_the_form_survives_a_killed_worker(live_studio, alice, wait_for):
     first_worker = live_studio.start_worker("worker-1")
     browser = Browserless(live_studio.url)
     browser.log_in("alice", "alice-password")
-    status, url, _ = browser.post("/runs/new/", form_data(name="survivor", steps=STEPS, checkpoint_every=3,
-                                                          eval_every=0))
+    status, url, _ = browser.post(
+        "/runs/new/", form_data(name="survivor", steps=STEPS, checkpoint_every=3, eval_every=0)
+    )
     assert status == 200, url
     run = Run.objects.get(name="survivor")
     assert url.endswith(f"/runs/{run.pk}/")
@@ -57,19 +47,28 @@ def test_a_run_launched_through_the_form_survives_a_killed_worker(live_studio, a
     assert asyncio.run(first_points(ws_url, cookie, 240))[0] == 1
 
     # Kill -9 the worker after step 4 is stored, mid-way between checkpoints (every 3 steps).
-    wait_for(lambda: Run.objects.get(pk=run.pk).last_step >= 4, 240, "step 4", live_studio)
+    wait_for(lambda: Run.objects.get(pk=run.pk).last_step >= 4, 240, "step 4", live_studio.logs)
     first_worker.send_signal(signal.SIGKILL)
     first_worker.wait(10)
     killed_at = Run.objects.get(pk=run.pk)
-    assert killed_at.status == RunStatus.RUNNING and killed_at.last_step < STEPS, \
-        (killed_at.status, killed_at.last_step, killed_at.error, live_studio.logs())
+    assert killed_at.status == RunStatus.RUNNING and killed_at.last_step < STEPS, (
+        killed_at.status,
+        killed_at.last_step,
+        killed_at.error,
+        live_studio.logs(),
+    )
 
     live_studio.start_worker("worker-2")
-    finished = wait_for(lambda: Run.objects.filter(pk=run.pk, status__in=["finished", "failed"]).first(), 300,
-                        "the resumed run to finish", live_studio)
+    finished = wait_for(
+        lambda: Run.objects.filter(pk=run.pk, status__in=["finished", "failed"]).first(),
+        300,
+        "the resumed run to finish",
+        live_studio.logs,
+    )
     assert finished.status == RunStatus.FINISHED, finished.error
-    assert list(MetricPoint.objects.filter(run=run).order_by("step").values_list("step", flat=True)) == \
-        list(range(1, STEPS + 1))
+    assert list(MetricPoint.objects.filter(run=run).order_by("step").values_list("step", flat=True)) == list(
+        range(1, STEPS + 1)
+    )
     assert finished.attempts == 2
     resume = Event.objects.get(run=run, kind="resume")
     checkpoint = resume.step  # the latest checkpoint (every 3 steps) the first worker saved

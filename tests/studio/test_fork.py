@@ -5,7 +5,7 @@ import pytest
 import torch
 from django.urls import reverse
 from safetensors.torch import load_file
-from studio_testing import form_data, tiny_config
+from studio_testing import form_data, tiny_config, write_checkpoints
 
 from studio.models import Checkpoint, Event, Membership, MetricPoint, Run, RunStatus, Team, TeamRole
 
@@ -13,20 +13,11 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def queued(monkeypatch) -> list[int]:
-    """Runs handed to the training queue (no broker in these tests)."""
-    from worker import tasks
-
-    ids: list[int] = []
-    monkeypatch.setattr(tasks.train_run, "delay", lambda run_id: ids.append(run_id))
-    return ids
-
-
-@pytest.fixture
 def checkpoint(alices_run) -> Checkpoint:
     Run.objects.filter(pk=alices_run.pk).update(status=RunStatus.FINISHED, last_step=12)
-    MetricPoint.objects.bulk_create(MetricPoint(run=alices_run, step=s, values={"reward/mean": s / 10})
-                                    for s in range(1, 13))
+    MetricPoint.objects.bulk_create(
+        MetricPoint(run=alices_run, step=s, values={"reward/mean": s / 10}) for s in range(1, 13)
+    )
     Checkpoint.objects.create(run=alices_run, step=12, path="/runs/1/checkpoints/step-000012")
     return Checkpoint.objects.create(run=alices_run, step=8, path="/runs/1/checkpoints/step-000008")
 
@@ -52,12 +43,14 @@ def test_a_fork_must_train_past_its_checkpoint(client, alice, alices_run, checkp
     assert not queued and Run.objects.count() == 1
 
 
-def test_alice_forks_her_run_with_an_edited_config(client, alice, alices_run, checkpoint, queued,
-                                                   django_capture_on_commit_callbacks):
+def test_alice_forks_her_run_with_an_edited_config(
+    client, alice, alices_run, checkpoint, queued, django_capture_on_commit_callbacks
+):
     client.force_login(alice)
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(fork_url(alices_run), form_data(name="longer", steps=20, on_steps=5,
-                                                               checkpoint=checkpoint.pk), follow=True)
+        response = client.post(
+            fork_url(alices_run), form_data(name="longer", steps=20, on_steps=5, checkpoint=checkpoint.pk), follow=True
+        )
     fork = Run.objects.get(name="longer")
     assert queued == [fork.pk] and response.redirect_chain[-1][0] == fork.get_absolute_url()
     assert (fork.parent_run, fork.parent_checkpoint, fork.fork_step) == (alices_run, checkpoint, 8)
@@ -104,35 +97,48 @@ def test_a_fork_hides_a_parent_that_bob_may_not_see(client, alice, bob, alices_r
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("channel_layer_settings")
 def test_a_forked_run_continues_from_the_parent_checkpoints_weights_and_reference(
-        client, alice, settings, tmp_path, monkeypatch, queued):
-    from prorl_engine import checkpoint as ckpt
+    client, alice, settings, tmp_path, monkeypatch, queued
+):
     from prorl_engine.modeling import load_policy
+    from prorl_engine.trainer import Trainer
     from worker.tasks import train_run
 
     settings.RUNS_DIR = tmp_path
-    # The parent resets its reference at step 2 and checkpoints at step 3: at that checkpoint the
-    # reference (the policy of step 2) differs from the policy (one more update).
+    # The parent (finished at step 4) reset its reference at step 2 and checkpointed at step 3: at that
+    # checkpoint the reference (the policy of step 2) differs from the policy (one more step).
     config = tiny_config(steps=4, reset_interval=2, checkpoint_every=3, eval_every=0)
-    parent = Run.objects.create(owner=alice, name="parent", config=config.to_dict(), total_steps=config.steps)
-    assert train_run.apply(args=[parent.pk]).get() == "finished"
-    at_3 = Checkpoint.objects.get(run=parent, step=3)
+    parent = Run.objects.create(
+        owner=alice, name="parent", config=config.to_dict(), total_steps=config.steps, status=RunStatus.FINISHED
+    )
+    MetricPoint.objects.bulk_create(
+        MetricPoint(run=parent, step=s, values={"reward/mean": s / 10}) for s in range(1, 5)
+    )
+    Run.objects.filter(pk=parent.pk).update(last_step=4)
+    [at_3] = write_checkpoints(parent, steps=[3], resets=[2])
 
     client.force_login(alice)
-    client.post(fork_url(parent), form_data(tiny_config(**{**config.to_dict(), "on_steps": 1}),
-                                            name="fork", steps=6, checkpoint=at_3.pk))
+    client.post(
+        fork_url(parent),
+        form_data(tiny_config(**{**config.to_dict(), "on_steps": 1}), name="fork", steps=6, checkpoint=at_3.pk),
+    )
     fork = Run.objects.get(name="fork")
     assert queued == [fork.pk]
 
     started = {}
-    real_load = ckpt.load
+    real_restore = Trainer._restore
 
-    def load_and_record(trainer, path, fork=False):
-        real_load(trainer, path, fork=fork)
-        started.update(path=str(path), fork=fork, step=trainer.step, resets=list(trainer.reset_history),
-                       policy={k: v.clone() for k, v in trainer.policy.state_dict().items()},
-                       reference={k: v.clone() for k, v in trainer.reference.state_dict().items()})
+    def restore_and_record(trainer, path, fork=False):
+        real_restore(trainer, path, fork=fork)
+        started.update(
+            path=str(path),
+            fork=fork,
+            step=trainer.step,
+            resets=list(trainer.reset_history),
+            policy={k: v.clone() for k, v in trainer.policy.state_dict().items()},
+            reference={k: v.clone() for k, v in trainer.reference.state_dict().items()},
+        )
 
-    monkeypatch.setattr(ckpt, "load", load_and_record)
+    monkeypatch.setattr(Trainer, "_restore", restore_and_record)
     assert train_run.apply(args=[fork.pk]).get() == "finished"
 
     # The worker started the fork from the parent's step-3 checkpoint: its weights, its reference.

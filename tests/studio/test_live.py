@@ -47,6 +47,7 @@ def steps_in(messages: list[dict]) -> list[int]:
 
 async def in_thread(function, *args) -> None:
     """Run `function` in another thread, as the worker would, closing its database connection after."""
+
     def call():
         try:
             function(*args)
@@ -111,11 +112,19 @@ def test_the_consumer_drops_points_it_sent_and_fills_holes_from_the_database(ali
         assert (await communicator.connect())[0]
         assert steps_in(await receive_until(communicator, "status")) == [3, 4, 5, 6, 7, 8]
         # A late duplicate of steps 7-8, then a message that skips 9 (as if the layer dropped it).
-        await layer.group_send(alices_run.group_name, {"type": "run.metrics", "progress": progress,
-                               "points": [{"step": 7, "values": values(7)}, {"step": 8, "values": values(8)}]})
+        await layer.group_send(
+            alices_run.group_name,
+            {
+                "type": "run.metrics",
+                "progress": progress,
+                "points": [{"step": 7, "values": values(7)}, {"step": 8, "values": values(8)}],
+            },
+        )
         await in_thread(lambda: MetricPoint.objects.create(run=alices_run, step=9, values=values(9)))
-        await layer.group_send(alices_run.group_name, {"type": "run.metrics", "progress": progress,
-                               "points": [{"step": 10, "values": values(10)}]})
+        await layer.group_send(
+            alices_run.group_name,
+            {"type": "run.metrics", "progress": progress, "points": [{"step": 10, "values": values(10)}]},
+        )
         assert steps_in(await receive_until(communicator, "metrics")) == [9, 10]
         await communicator.disconnect()
 
@@ -151,8 +160,22 @@ def test_a_rewind_drops_what_a_crashed_attempt_logged_after_its_checkpoint(alice
 def test_the_sink_stores_events_samples_checkpoints_and_status(alices_run):
     sink = StudioSink(alices_run)
     sink.metrics(1, values(1))
-    sink.samples(1, [Sample(step=1, prompt="2+2?", response="<answer>4</answer>\x00", reward=1.0,
-                            verifier_reward=1.0, task="chain_sum", domain="logic", length=5, truncated=False)])
+    sink.samples(
+        1,
+        [
+            Sample(
+                step=1,
+                prompt="2+2?",
+                response="<answer>4</answer>\x00",
+                reward=1.0,
+                verifier_reward=1.0,
+                task="chain_sum",
+                domain="logic",
+                length=5,
+                truncated=False,
+            )
+        ],
+    )
     sink.event(Event("reset", 1, {"reason": "manual", "requested_by": "alice"}))
     sink.event(Event("checkpoint", 1, {"path": "/tmp/ckpt-1"}))
     sink.event(Event("status", 1, {"status": "finished"}))

@@ -16,8 +16,10 @@ from studio.models import Checkpoint, Run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 
-BOMB = "\n".join(["- task: chain_sum", "  params:", '    a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-                 + [f"    {b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")])
+BOMB = "\n".join(
+    ["- task: chain_sum", "  params:", '    a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    + [f"    {b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")]
+)
 DEEP = "- " + "[" * 5000 + "]" * 5000
 
 
@@ -34,6 +36,7 @@ def timed(call):
 
 
 # --- the run form, the preview and the YAML import ------------------------------------------------
+
 
 def test_steps_of_2_to_the_31_are_refused_fast_on_the_steps_field(as_alice):
     as_alice.post(reverse("run-new"), form_data(steps=0))  # warm: the first validation imports torch and reasoning-gym
@@ -58,8 +61,9 @@ def test_a_hostile_data_mix_is_refused_fast_on_the_data_field(as_alice, text, wo
     assert not Run.objects.exists()
 
 
-@pytest.mark.parametrize("text, words", [("data:\n" + DEEP, "nested deeper than 32 levels"),
-                                         ("data:\n" + BOMB, "more than 64 aliases")])
+@pytest.mark.parametrize(
+    "text, words", [("data:\n" + DEEP, "nested deeper than 32 levels"), ("data:\n" + BOMB, "more than 64 aliases")]
+)
 def test_a_hostile_yaml_import_is_refused_fast(as_alice, text, words):
     response, seconds = timed(lambda: as_alice.post(reverse("run-import"), {"yaml_text": text}))
     assert response.status_code == 400 and seconds < 2.0
@@ -72,15 +76,16 @@ def test_an_oversized_yaml_upload_is_refused_on_its_field(as_alice):
     upload = SimpleUploadedFile("big.yaml", b"#" * (4 * 131_072 + 1), content_type="application/yaml")
     response = as_alice.post(reverse("run-import"), {"yaml_file": upload})
     assert response.status_code == 400
-    assert response.context["import_form"].errors["yaml_file"] == [
-        "is 524,289 bytes; a config file is at most 524,288"]
+    assert response.context["import_form"].errors["yaml_file"] == ["is 524,289 bytes; a config file is at most 524,288"]
 
 
 def test_a_preview_with_errors_is_a_400_listing_them(as_alice):
     response = as_alice.post(reverse("run-preview"), form_data(steps="0", temperature="1e40"))
     assert response.status_code == 400
-    assert response.json()["errors"] == ["steps: must be at least 1", "temperature: must be at most 10: above 10 "
-                                         "sampling is close to uniform over the vocabulary"]
+    assert response.json()["errors"] == [
+        "steps: must be at least 1",
+        "temperature: must be at most 10: above 10 sampling is close to uniform over the vocabulary",
+    ]
 
 
 def test_a_body_over_the_upload_limit_and_too_many_fields_are_refused(as_alice):
@@ -94,6 +99,7 @@ def test_a_body_over_the_upload_limit_and_too_many_fields_are_refused(as_alice):
 
 
 # --- a run planned for 10^6 steps is as cheap to view as one of 1,000 -----------------------------
+
 
 def test_the_metrics_and_preview_of_a_million_step_run_answer_fast_with_visible_windows_only(as_alice, alice, settings):
     settings.CHART_POINTS = 2000
@@ -122,14 +128,18 @@ def test_a_run_stored_before_the_bounds_still_shows(as_alice, alice):
 
 # --- query parameters of pages and JSON endpoints -------------------------------------------------
 
-@pytest.mark.parametrize("url, field", [
-    ("/runs/new/?clone_of=%C2%B2", "clone_of"),
-    ("/runs/new/?clone_of=abc", "clone_of"),
-    ("/overlay/?run=%C2%B2", "run"),
-    ("/overlay/?run=" + "9" * 30, "run"),
-    ("/compare/?checkpoint=-1", "checkpoint"),
-    ("/compare/?run=%00", "run"),
-])
+
+@pytest.mark.parametrize(
+    "url, field",
+    [
+        ("/runs/new/?clone_of=%C2%B2", "clone_of"),
+        ("/runs/new/?clone_of=abc", "clone_of"),
+        ("/overlay/?run=%C2%B2", "run"),
+        ("/overlay/?run=" + "9" * 30, "run"),
+        ("/compare/?checkpoint=-1", "checkpoint"),
+        ("/compare/?run=%00", "run"),
+    ],
+)
 def test_a_page_with_a_malformed_id_answers_400_naming_it(as_alice, url, field):
     response = as_alice.get(url)
     assert response.status_code == 400
@@ -139,7 +149,9 @@ def test_a_page_with_a_malformed_id_answers_400_naming_it(as_alice, url, field):
 def test_the_overlay_data_answers_json_400(as_alice):
     response = as_alice.get("/overlay/data.json?run=1&run=x")
     assert response.status_code == 400 and response.json() == {
-        "error": "run: must be an id (a whole number from 1)", "field": "run"}
+        "error": "run: must be an id (a whole number from 1)",
+        "field": "run",
+    }
 
 
 def test_a_fork_with_a_malformed_checkpoint_answers_400(as_alice, alices_run):
@@ -149,22 +161,26 @@ def test_a_fork_with_a_malformed_checkpoint_answers_400(as_alice, alices_run):
 
 
 def test_a_comparison_with_an_unreadable_k_is_refused_on_its_field(as_alice, alices_run):
-    response = as_alice.post(reverse("compare-new"), {"base_models": [], "model_path": "tiny:a", "n": "4",
-                                                       "ks": "1, ²", "prompts": "8"})
+    response = as_alice.post(
+        reverse("compare-new"), {"base_models": [], "model_path": "tiny:a", "n": "4", "ks": "1, ²", "prompts": "8"}
+    )
     assert response.status_code == 400
     assert "whole numbers" in response.context["form"].errors["ks"][0]
 
 
-@pytest.mark.parametrize("path, field", [
-    ("/api/v1/runs/?status=run%00ning", "status"),
-    ("/api/v1/runs/?status=bogus", "status"),
-    ("/api/v1/runs/{run}/events/?kind=reset%00", "kind"),
-    ("/api/v1/runs/{run}/events/?since=%C2%B2", "since"),
-    ("/api/v1/runs/{run}/events/?after_id=" + "9" * 30, "after_id"),
-    ("/api/v1/runs/{run}/metrics/?keys=a%00b", "keys"),
-    ("/api/v1/runs/{run}/metrics/?limit=-5", "limit"),
-    ("/api/v1/runs/{run}/metrics/?downsample=ten", "downsample"),
-])
+@pytest.mark.parametrize(
+    "path, field",
+    [
+        ("/api/v1/runs/?status=run%00ning", "status"),
+        ("/api/v1/runs/?status=bogus", "status"),
+        ("/api/v1/runs/{run}/events/?kind=reset%00", "kind"),
+        ("/api/v1/runs/{run}/events/?since=%C2%B2", "since"),
+        ("/api/v1/runs/{run}/events/?after_id=" + "9" * 30, "after_id"),
+        ("/api/v1/runs/{run}/metrics/?keys=a%00b", "keys"),
+        ("/api/v1/runs/{run}/metrics/?limit=-5", "limit"),
+        ("/api/v1/runs/{run}/metrics/?downsample=ten", "downsample"),
+    ],
+)
 def test_an_api_query_parameter_that_is_malformed_is_a_400_naming_it(client, alice, alices_run, path, field):
     response = client.get(path.format(run=alices_run.pk), **bearer(api_token(alice)))
     assert response.status_code == 400
@@ -178,8 +194,12 @@ def test_api_numbers_past_their_documented_maximum_are_moved_into_range(client, 
 
 @pytest.mark.parametrize("body", ["[" * 100_000, "[" * 3000 + "]" * 3000, "[1, 2]", "{not json", b"\xff\xfe"])
 def test_a_command_body_that_is_not_a_small_json_object_is_a_400(client, alice, alices_run, body):
-    response = client.post(f"/api/v1/runs/{alices_run.pk}/commands/", data=body, content_type="application/json",
-                           **bearer(api_token(alice)))
+    response = client.post(
+        f"/api/v1/runs/{alices_run.pk}/commands/",
+        data=body,
+        content_type="application/json",
+        **bearer(api_token(alice)),
+    )
     assert response.status_code == 400 and response.json()["field"] == "body"
 
 
@@ -188,8 +208,9 @@ def test_a_100000_deep_body_to_the_run_api_is_a_400_and_creates_nothing(client, 
         response = client.post("/api/v1/runs/", data=body, content_type="application/json", **bearer(api_token(alice)))
         assert response.status_code == 400
     body = {"name": "nul\x00name", "config": tiny_config().to_dict()}
-    response = client.post("/api/v1/runs/", data=json.dumps(body), content_type="application/json",
-                           **bearer(api_token(alice)))
+    response = client.post(
+        "/api/v1/runs/", data=json.dumps(body), content_type="application/json", **bearer(api_token(alice))
+    )
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "name"
     assert not Run.objects.exists()
 

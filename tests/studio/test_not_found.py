@@ -30,8 +30,10 @@ def alices_things(alice, alices_run) -> dict:
     path = str(alices_run.run_dir / "checkpoints/step-000002")
     checkpoint = Checkpoint.objects.create(run=alices_run, step=2, path=path)
     comparison = Comparison.objects.create(
-        owner=alice, entries=[{"label": "a", "path": checkpoint.path, "run": alices_run.pk, "checkpoint": checkpoint.pk,
-                               "step": 2}], settings={"n": 1, "ks": [1], "prompts": 1})
+        owner=alice,
+        entries=[{"label": "a", "path": checkpoint.path, "run": alices_run.pk, "checkpoint": checkpoint.pk, "step": 2}],
+        settings={"n": 1, "ks": [1], "prompts": 1},
+    )
     comparison.runs.set([alices_run])
     link = ShareLink.objects.create(run=alices_run, token_hash="0" * 64, created_by=alice)
     return {"run": alices_run.pk, "team": team.pk, "comparison": comparison.pk, "link": link.pk}
@@ -86,8 +88,9 @@ def both_ways(client: Client, settings, method: str, forbidden: str, missing: st
 
 
 @pytest.mark.parametrize("method,name,kinds", SESSION_URLS, ids=[name for _, name, _ in SESSION_URLS])
-def test_charlie_gets_the_same_404_for_alices_object_and_a_missing_one(client, settings, charlie, alices_things,
-                                                                        method, name, kinds):
+def test_charlie_gets_the_same_404_for_alices_object_and_a_missing_one(
+    client, settings, charlie, alices_things, method, name, kinds
+):
     client.force_login(charlie)
     ids = {**alices_things, "user": charlie.pk}
     forbidden = url_of(name, kinds, ids)
@@ -110,8 +113,9 @@ def test_an_id_in_the_query_string_gets_the_same_404(client, settings, charlie, 
 @pytest.mark.parametrize("name", API_URLS)
 def test_the_api_answers_the_same_json_404(client, settings, charlie, alices_things, name):
     headers = bearer(api_token(charlie))
-    seen = both_ways(client, settings, "get", reverse(name, args=[alices_things["run"]]), reverse(name, args=[MISSING]),
-                     **headers)
+    seen = both_ways(
+        client, settings, "get", reverse(name, args=[alices_things["run"]]), reverse(name, args=[MISSING]), **headers
+    )
     assert seen[False] == seen[True] == (404, b'{"error": "Not found."}')
 
 

@@ -17,8 +17,9 @@ def two_runs(alice) -> list[Run]:
     for name, changes in [("baseline", {}), ("longer cycle", {"on_steps": 6, "eval_k": [1, 2, 4]})]:
         config = tiny_config(**changes)
         run = Run.objects.create(owner=alice, name=name, config=config.to_dict(), total_steps=config.steps)
-        MetricPoint.objects.bulk_create(MetricPoint(run=run, step=s, values={"reward/mean": s / 10, "kl/ref": 0.01})
-                                        for s in range(1, 6))
+        MetricPoint.objects.bulk_create(
+            MetricPoint(run=run, step=s, values={"reward/mean": s / 10, "kl/ref": 0.01}) for s in range(1, 6)
+        )
         runs.append(run)
     return runs
 

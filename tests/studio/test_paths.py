@@ -14,8 +14,8 @@ from access_testing import api_token, bearer, fast_passwords, team_of  # noqa: F
 from django.urls import reverse
 from studio_testing import form_data, tiny_config
 
+from prorl_engine.builders import MODEL_BUILDERS
 from prorl_engine.config import ConfigError, RunConfig
-from prorl_engine.modeling import MODEL_BUILDERS
 from prorl_engine.paths import DATA_REFUSED, MODEL_REFUSED
 from studio.launch import launch_run
 from studio.models import Checkpoint, RegisteredDataset, RegisteredModel, Run
@@ -25,16 +25,6 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 REPO = Path(__file__).resolve().parents[2]
 RECORDS = [{"prompt": "What is 2 + 2?", "answer": "4"}, {"prompt": "What is 3 + 4?", "answer": "7"}]
 ROUTES = ("form", "import", "preview", "api")
-
-
-@pytest.fixture
-def queued(monkeypatch) -> list[int]:
-    """Runs handed to the training queue (no broker in these tests)."""
-    from worker import tasks
-
-    ids: list[int] = []
-    monkeypatch.setattr(tasks.train_run, "delay", lambda run_id: ids.append(run_id))
-    return ids
 
 
 def model_folder(folder: Path) -> Path:
@@ -86,15 +76,17 @@ def refusal(client, route: str, user, field: str, **changes) -> str:
         return " | ".join(response.context["import_form"].non_field_errors())
     if route == "preview":
         return json.dumps(client.post(reverse("run-preview"), form_data(**typed)).json()["errors"])
-    response = client.post(reverse("api-runs"), {"name": "x", "config": values},
-                           content_type="application/json", **bearer(api_token(user)))
+    response = client.post(
+        reverse("api-runs"), {"name": "x", "config": values}, content_type="application/json", **bearer(api_token(user))
+    )
     assert response.status_code == 400
     return json.dumps(response.json())
 
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_bob_cannot_train_from_alices_checkpoint_and_hears_what_a_missing_folder_gets(
-        client, bob, alices_checkpoint, queued, route):
+    client, bob, alices_checkpoint, queued, route
+):
     client.force_login(bob)
     told = refusal(client, route, bob, "model_path", model_path=alices_checkpoint.path)
     assert told == refusal(client, route, bob, "model_path", model_path="/no/such/model")
@@ -127,16 +119,16 @@ def test_alice_trains_from_her_own_checkpoint(client, alice, alices_checkpoint, 
     assert Run.objects.get(name="mine").config["model_path"] == alices_checkpoint.path
 
 
-def test_the_form_suggests_alice_her_checkpoints_and_charlie_nothing_of_hers(client, alice, charlie,
-                                                                            alices_checkpoint):
+def test_the_form_suggests_alice_her_checkpoints_and_charlie_nothing_of_hers(client, alice, charlie, alices_checkpoint):
     client.force_login(alice)
     assert f'<option value="{alices_checkpoint.path}">' in client.get(reverse("run-new")).content.decode()
     client.force_login(charlie)
     assert alices_checkpoint.path not in client.get(reverse("run-new")).content.decode()
 
 
-def test_bob_as_alices_editor_trains_from_her_checkpoint_but_not_as_a_viewer(client, alice, bob, alices_run,
-                                                                            alices_checkpoint, queued):
+def test_bob_as_alices_editor_trains_from_her_checkpoint_but_not_as_a_viewer(
+    client, alice, bob, alices_run, alices_checkpoint, queued
+):
     team = team_of(alice, (bob, "viewer"))
     Run.objects.filter(pk=alices_run.pk).update(team=team)
     client.force_login(bob)
@@ -147,22 +139,28 @@ def test_bob_as_alices_editor_trains_from_her_checkpoint_but_not_as_a_viewer(cli
 
 
 def test_sam_registers_a_model_for_alices_team_and_only_its_members_may_use_it(
-        client, settings, tmp_path, alice, bob, charlie, sam, queued):
+    client, settings, tmp_path, alice, bob, charlie, sam, queued
+):
     settings.REGISTRY_ROOTS = [tmp_path / "models"]
     folder = model_folder(tmp_path / "models" / "qwen-1.5b")
     team = team_of(alice, (bob, "viewer"), name="lab")
     client.force_login(sam)
     refused = client.post(reverse("registry-register"), {"kind": "model", "name": "etc", "path": "/etc"})
     assert refused.status_code == 400 and "registry roots" in refused.content.decode()
-    response = client.post(reverse("registry-register"), {"kind": "model", "name": "qwen", "path": str(folder),
-                                                           "team": team.pk})
+    response = client.post(
+        reverse("registry-register"), {"kind": "model", "name": "qwen", "path": str(folder), "team": team.pk}
+    )
     assert response.status_code == 302
     assert RegisteredModel.objects.get(name="qwen").path == str(folder)
 
     config = tiny_config(model_path=str(folder)).to_dict()
     for user, status in ((alice, 201), (bob, 201), (charlie, 400)):
-        created = client.post(reverse("api-runs"), {"name": f"{user.username} on qwen", "config": config},
-                              content_type="application/json", **bearer(api_token(user)))
+        created = client.post(
+            reverse("api-runs"),
+            {"name": f"{user.username} on qwen", "config": config},
+            content_type="application/json",
+            **bearer(api_token(user)),
+        )
         assert created.status_code == status, (user, created.json())
     client.force_login(charlie)
     assert str(folder) not in client.get(reverse("registry-list")).content.decode()
@@ -204,21 +202,28 @@ def test_an_upload_too_big_or_with_a_bad_record_is_refused_and_not_kept(client, 
     binary.write_bytes(b"\xff\xfe\x00junk\n")
     with open(binary, "rb") as handle:
         response = client.post(reverse("registry-upload"), {"name": "binary", "domain": "math", "file": handle})
-    assert response.status_code == 400 and "decode" in response.content.decode()
+    assert response.status_code == 400 and "binary.jsonl, line 1: not UTF-8 text" in response.content.decode()
     assert not RegisteredDataset.objects.exists() and not any(p.is_file() for p in uploads.rglob("*"))
 
 
 def test_bob_cannot_register_what_he_may_not_use(client, bob, alices_checkpoint, server_file):
     client.force_login(bob)
-    for kind, path, message in (("model", alices_checkpoint.path, MODEL_REFUSED),
-                                ("data", str(server_file), DATA_REFUSED.removeprefix("path: "))):
-        response = client.post(reverse("registry-register"), {"kind": kind, "name": "x", "path": path,
-                                                              "domain": "math"})
-        missing = client.post(reverse("registry-register"), {"kind": kind, "name": "x", "path": "/no/such",
-                                                             "domain": "math"})
+    for kind, path, message in (
+        ("model", alices_checkpoint.path, MODEL_REFUSED),
+        ("data", str(server_file), DATA_REFUSED.removeprefix("path: ")),
+    ):
+        response = client.post(
+            reverse("registry-register"), {"kind": kind, "name": "x", "path": path, "domain": "math"}
+        )
+        missing = client.post(
+            reverse("registry-register"), {"kind": kind, "name": "x", "path": "/no/such", "domain": "math"}
+        )
         assert response.status_code == missing.status_code == 400
-        assert response.context["register_form"].errors["path"] == missing.context["register_form"].errors["path"] \
+        assert (
+            response.context["register_form"].errors["path"]
+            == missing.context["register_form"].errors["path"]
             == [message]
+        )
     assert not RegisteredModel.objects.exists() and not RegisteredDataset.objects.exists()
 
 
@@ -230,8 +235,9 @@ def test_launching_a_run_rechecks_the_owners_rules_whatever_validated_it(bob, al
     assert Run.objects.count() == 1 and not queued
 
 
-def test_the_demo_run_still_launches_and_trains_from_the_committed_model(django_user_model, queued,
-                                                                         django_capture_on_commit_callbacks):
+def test_the_demo_run_still_launches_and_trains_from_the_committed_model(
+    django_user_model, queued, django_capture_on_commit_callbacks
+):
     demo = django_user_model.objects.create_user("demo")
     with django_capture_on_commit_callbacks(execute=True):
         run = launch_run(demo, "demo", RunConfig.load(REPO / "prorl_engine" / "configs" / "demo.yaml"))
@@ -241,20 +247,27 @@ def test_the_demo_run_still_launches_and_trains_from_the_committed_model(django_
     assert queued == [run.pk]
 
 
-def test_bob_cannot_evaluate_alices_checkpoint_as_a_base_model_in_a_comparison(client, bob, alices_checkpoint,
-                                                                              monkeypatch):
+def test_bob_cannot_evaluate_alices_checkpoint_as_a_base_model_in_a_comparison(
+    client, bob, alices_checkpoint, enqueued
+):
     from studio.models import Comparison
-    from worker import eval_tasks
 
-    monkeypatch.setattr(eval_tasks.run_comparison, "delay", lambda comparison_id: None)
     config = tiny_config()
     bobs_run = Run.objects.create(owner=bob, name="bob's", config=config.to_dict(), total_steps=config.steps)
     client.force_login(bob)
 
     def told(model_path: str) -> list[str]:
-        response = client.post(reverse("compare-new"), {
-            "base_models": [config.model_path], "model_path": model_path, "prompts_from": bobs_run.pk,
-            "n": "2", "ks": "1", "prompts": "2"})
+        response = client.post(
+            reverse("compare-new"),
+            {
+                "base_models": [config.model_path],
+                "model_path": model_path,
+                "prompts_from": bobs_run.pk,
+                "n": "2",
+                "ks": "1",
+                "prompts": "2",
+            },
+        )
         assert response.status_code == 400
         return response.context["form"].errors["model_path"]
 
@@ -263,14 +276,16 @@ def test_bob_cannot_evaluate_alices_checkpoint_as_a_base_model_in_a_comparison(c
 
 
 def test_with_models_only_on_the_workers_the_web_host_trusts_registered_paths_it_cannot_see(
-        client, settings, tmp_path, alice, bob, sam, queued):
+    client, settings, tmp_path, alice, bob, sam, queued
+):
     settings.CHECK_PATHS_ON_WEB = False
     settings.REGISTRY_ROOTS = [tmp_path / "gpu-box"]
     on_the_workers = str(tmp_path / "gpu-box" / "llama")  # no such folder on this machine
     team = team_of(alice, name="alice's lab")
     client.force_login(sam)
-    client.post(reverse("registry-register"), {"kind": "model", "name": "llama", "path": on_the_workers,
-                                               "team": team.pk})
+    client.post(
+        reverse("registry-register"), {"kind": "model", "name": "llama", "path": on_the_workers, "team": team.pk}
+    )
     assert RegisteredModel.objects.get(name="llama").path == on_the_workers
     client.force_login(alice)
     response = client.post(reverse("run-new"), form_data(tiny_config(model_path=on_the_workers), name="llama run"))
@@ -286,8 +301,9 @@ def test_the_studio_refuses_to_start_with_a_root_that_opens_every_runs_files(var
     import sys
 
     env = {**os.environ, variable: "/"}
-    started = subprocess.run([sys.executable, "-c", "import studio.settings"], cwd=REPO, env=env,
-                             capture_output=True, text=True)
+    started = subprocess.run(
+        [sys.executable, "-c", "import studio.settings"], cwd=REPO, env=env, capture_output=True, text=True
+    )
     assert started.returncode != 0 and f"{variable}: / holds" in started.stderr
 
 
@@ -305,13 +321,17 @@ def test_the_admin_registers_paths_only_under_the_registry_roots(settings, tmp_p
 
 
 def test_bob_forks_alices_run_on_her_private_model_but_cannot_start_his_own_run_on_it(
-        client, alice, bob, alices_run, alices_checkpoint, tmp_path, queued):
+    client, alice, bob, alices_run, alices_checkpoint, tmp_path, queued
+):
     private = model_folder(tmp_path / "registry" / "alices-model")
     RegisteredModel.objects.create(name="mine", owner=alice, path=str(private))
-    Run.objects.filter(pk=alices_run.pk).update(config={**alices_run.config, "model_path": str(private)},
-                                                team=team_of(alice, (bob, "editor")))
+    Run.objects.filter(pk=alices_run.pk).update(
+        config={**alices_run.config, "model_path": str(private)}, team=team_of(alice, (bob, "editor"))
+    )
     client.force_login(bob)
-    fork = client.post(reverse("run-fork", args=[alices_run.pk]), form_data(
-        tiny_config(model_path=str(private)), name="bob's fork", steps=20, checkpoint=alices_checkpoint.pk))
+    fork = client.post(
+        reverse("run-fork", args=[alices_run.pk]),
+        form_data(tiny_config(model_path=str(private)), name="bob's fork", steps=20, checkpoint=alices_checkpoint.pk),
+    )
     assert fork.status_code == 302 and Run.objects.get(name="bob's fork").config["model_path"] == str(private)
     assert refusal(client, "form", bob, "model_path", model_path=str(private)) == MODEL_REFUSED

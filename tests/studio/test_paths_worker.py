@@ -55,8 +55,17 @@ def test_the_worker_refuses_a_fork_whose_owner_may_no_longer_fork_its_parent(ali
     Run.objects.filter(pk=alices_run.pk).update(team=team)
     checkpoint = Checkpoint.objects.create(run=alices_run, step=4, path="/runs/1/checkpoints/step-000004")
     config = tiny_config(steps=8)
-    fork = Run.objects.create(owner=bob, name="fork", config=config.to_dict(), total_steps=8, parent_run=alices_run,
-                              parent_checkpoint=checkpoint, fork_step=4, last_step=4, resumed_from_step=4)
+    fork = Run.objects.create(
+        owner=bob,
+        name="fork",
+        config=config.to_dict(),
+        total_steps=8,
+        parent_run=alices_run,
+        parent_checkpoint=checkpoint,
+        fork_step=4,
+        last_step=4,
+        resumed_from_step=4,
+    )
     team.memberships.filter(user=bob).update(role="viewer")  # demoted before a worker took the fork up
     assert train_run.apply(args=[fork.pk]).get() == "failed"
     assert "bob may no longer fork the run this fork starts from" in Run.objects.get(pk=fork.pk).error

@@ -37,13 +37,17 @@ def people(alice, bob, charlie):
         if who == "bob-editor":
             Membership.objects.filter(user=bob).update(role=TeamRole.EDITOR)
         return {"alice": alice, "bob-viewer": bob, "bob-editor": bob, "charlie": charlie}[who]
+
     return person
 
 
 def table(rows: list[tuple[str, tuple[int, int, int, int]]]) -> list:
     """(url name, statuses for Alice, Bob as viewer, Bob as editor, Charlie) -> one case per person."""
-    return [pytest.param(name, who, status, id=f"{name}-{who}")
-            for name, statuses in rows for who, status in zip(PEOPLE, statuses, strict=True)]
+    return [
+        pytest.param(name, who, status, id=f"{name}-{who}")
+        for name, statuses in rows
+        for who, status in zip(PEOPLE, statuses, strict=True)
+    ]
 
 
 def run_url(name: str, run: Run) -> str:
@@ -52,15 +56,17 @@ def run_url(name: str, run: Run) -> str:
     return reverse(name, args=[run.pk])
 
 
-PAGES = table([
-    ("run-detail", (200, 200, 200, 404)),
-    ("run-metrics", (200, 200, 200, 404)),
-    ("run-config-yaml", (200, 200, 200, 404)),
-    ("run-clone", (200, 200, 200, 404)),
-    ("run-commands", (200, 200, 200, 404)),
-    ("run-sharing", (200, 403, 403, 404)),
-    ("team-detail", (200, 200, 200, 404)),
-])
+PAGES = table(
+    [
+        ("run-detail", (200, 200, 200, 404)),
+        ("run-metrics", (200, 200, 200, 404)),
+        ("run-config-yaml", (200, 200, 200, 404)),
+        ("run-clone", (200, 200, 200, 404)),
+        ("run-commands", (200, 200, 200, 404)),
+        ("run-sharing", (200, 403, 403, 404)),
+        ("team-detail", (200, 200, 200, 404)),
+    ]
+)
 
 
 @pytest.mark.parametrize(("name", "who", "status"), PAGES)
@@ -85,29 +91,38 @@ def test_the_run_page_shows_control_buttons_only_to_those_who_may_steer(client, 
     assert (f'action="{reverse("run-reset-reference", args=[team_run.pk])}"' in page) is controls
 
 
-COMMANDS = [("run-reset-reference", RunStatus.RUNNING), ("run-pause", RunStatus.RUNNING),
-            ("run-resume", RunStatus.PAUSED), ("run-stop", RunStatus.RUNNING),
-            ("run-save-checkpoint", RunStatus.RUNNING)]
+COMMANDS = [
+    ("run-reset-reference", RunStatus.RUNNING),
+    ("run-pause", RunStatus.RUNNING),
+    ("run-resume", RunStatus.PAUSED),
+    ("run-stop", RunStatus.RUNNING),
+    ("run-save-checkpoint", RunStatus.RUNNING),
+]
 
 
 @pytest.mark.parametrize(("name", "run_status"), COMMANDS)
-@pytest.mark.parametrize(("who", "status", "sent"), [("alice", 302, True), ("bob-viewer", 403, False),
-                                                     ("bob-editor", 302, True), ("charlie", 404, False)])
-def test_only_alice_and_editors_send_commands_from_the_run_page(client, team_run, people, name, run_status, who,
-                                                                status, sent):
+@pytest.mark.parametrize(
+    ("who", "status", "sent"),
+    [("alice", 302, True), ("bob-viewer", 403, False), ("bob-editor", 302, True), ("charlie", 404, False)],
+)
+def test_only_alice_and_editors_send_commands_from_the_run_page(
+    client, team_run, people, name, run_status, who, status, sent
+):
     Run.objects.filter(pk=team_run.pk).update(status=run_status)
     client.force_login(people(who))
     assert client.post(reverse(name, args=[team_run.pk])).status_code == status
     assert Command.objects.filter(run=team_run).exists() is sent
 
 
-MANAGEMENT = table([
-    ("share-link-create", (200, 403, 403, 404)),
-    ("run-set-team", (302, 403, 403, 404)),
-    ("share-link-revoke", (302, 403, 403, 404)),
-    ("team-member-add", (302, 403, 403, 404)),
-    ("team-member-role", (302, 403, 403, 404)),
-])
+MANAGEMENT = table(
+    [
+        ("share-link-create", (200, 403, 403, 404)),
+        ("run-set-team", (302, 403, 403, 404)),
+        ("share-link-revoke", (302, 403, 403, 404)),
+        ("team-member-add", (302, 403, 403, 404)),
+        ("team-member-role", (302, 403, 403, 404)),
+    ]
+)
 
 
 @pytest.mark.parametrize(("name", "who", "status"), MANAGEMENT)
@@ -150,12 +165,14 @@ def test_anonymous_visitors_are_sent_to_the_login_page(client, team_run, name):
 
 # --- the JSON API, with each person's own token ---------------------------------------------------
 
-API = table([
-    ("api-run", (200, 200, 200, 404)),
-    ("api-run-metrics", (200, 200, 200, 404)),
-    ("api-run-events", (200, 200, 200, 404)),
-    ("api-run-commands", (200, 200, 200, 404)),
-])
+API = table(
+    [
+        ("api-run", (200, 200, 200, 404)),
+        ("api-run-metrics", (200, 200, 200, 404)),
+        ("api-run-events", (200, 200, 200, 404)),
+        ("api-run-commands", (200, 200, 200, 404)),
+    ]
+)
 
 
 @pytest.mark.parametrize(("name", "who", "status"), API)
@@ -164,12 +181,17 @@ def test_each_person_gets_the_api_endpoints_of_alices_run_they_may_see(client, t
     assert client.get(reverse(name, args=[team_run.pk]), **bearer(token)).status_code == status
 
 
-@pytest.mark.parametrize(("who", "status"), [("alice", 201), ("bob-viewer", 403), ("bob-editor", 201),
-                                             ("charlie", 404)])
+@pytest.mark.parametrize(
+    ("who", "status"), [("alice", 201), ("bob-viewer", 403), ("bob-editor", 201), ("charlie", 404)]
+)
 def test_only_alice_and_editors_send_commands_through_the_api(client, team_run, people, who, status):
     token = api_token(people(who))
-    response = client.post(reverse("api-run-commands", args=[team_run.pk]), {"kind": "save_checkpoint"},
-                           content_type="application/json", **bearer(token))
+    response = client.post(
+        reverse("api-run-commands", args=[team_run.pk]),
+        {"kind": "save_checkpoint"},
+        content_type="application/json",
+        **bearer(token),
+    )
     assert response.status_code == status, response.content
     assert Command.objects.filter(run=team_run).exists() is (status == 201)
 
@@ -189,6 +211,7 @@ def test_charlies_api_404_for_alices_run_reads_as_for_a_missing_run(client, team
 
 # --- the websocket --------------------------------------------------------------------------------
 
+
 def ws_connects(user, run: Run, query: str = "") -> tuple[bool, int | None]:
     async def scenario():
         communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/runs/{run.pk}/?after=0{query}")
@@ -203,8 +226,9 @@ def ws_connects(user, run: Run, query: str = "") -> tuple[bool, int | None]:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("channel_layer_settings")
-@pytest.mark.parametrize(("who", "connects"), [("alice", True), ("bob-viewer", True), ("bob-editor", True),
-                                               ("charlie", False)])
+@pytest.mark.parametrize(
+    ("who", "connects"), [("alice", True), ("bob-viewer", True), ("bob-editor", True), ("charlie", False)]
+)
 def test_each_person_may_open_the_runs_websocket_only_if_they_may_see_it(team_run, people, who, connects):
     connected, code = ws_connects(people(who), team_run)
     assert connected is connects

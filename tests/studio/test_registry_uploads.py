@@ -33,8 +33,9 @@ def upload(client, tmp_path: Path, name: str) -> RegisteredDataset:
     return RegisteredDataset.objects.get(name=name)
 
 
-def test_deleting_an_uploaded_data_set_deletes_its_file_and_folder(client, alice, uploads, tmp_path,
-                                                                   django_capture_on_commit_callbacks):
+def test_deleting_an_uploaded_data_set_deletes_its_file_and_folder(
+    client, alice, uploads, tmp_path, django_capture_on_commit_callbacks
+):
     client.force_login(alice)
     entry = upload(client, tmp_path, "sums")
     kept = upload(client, tmp_path, "other")
@@ -49,16 +50,18 @@ def test_deleting_an_uploaded_data_set_deletes_its_file_and_folder(client, alice
 def test_a_file_another_entry_still_names_is_kept(client, alice, uploads, tmp_path, django_capture_on_commit_callbacks):
     client.force_login(alice)
     entry = upload(client, tmp_path, "sums")
-    response = client.post(reverse("registry-register"), {"kind": "data", "name": "sums again", "path": entry.path,
-                                                          "domain": "math"})
+    response = client.post(
+        reverse("registry-register"), {"kind": "data", "name": "sums again", "path": entry.path, "domain": "math"}
+    )
     assert response.status_code == 302 and RegisteredDataset.objects.get(name="sums again").path == entry.path
     with django_capture_on_commit_callbacks(execute=True):
         entry.delete()
     assert Path(entry.path).is_file()
 
 
-def test_deleting_alices_account_deletes_her_uploads(client, alice, uploads, tmp_path,
-                                                     django_capture_on_commit_callbacks):
+def test_deleting_alices_account_deletes_her_uploads(
+    client, alice, uploads, tmp_path, django_capture_on_commit_callbacks
+):
     client.force_login(alice)
     files = [Path(upload(client, tmp_path, name).path) for name in ("a", "b")]
     with django_capture_on_commit_callbacks(execute=True):
@@ -66,8 +69,9 @@ def test_deleting_alices_account_deletes_her_uploads(client, alice, uploads, tmp
     assert not RegisteredDataset.objects.exists() and not any(file.exists() for file in files)
 
 
-def test_an_entry_that_points_outside_its_upload_folder_deletes_nothing(alice, uploads, tmp_path,
-                                                                        django_capture_on_commit_callbacks):
+def test_an_entry_that_points_outside_its_upload_folder_deletes_nothing(
+    alice, uploads, tmp_path, django_capture_on_commit_callbacks
+):
     elsewhere = tmp_path / "home" / "alice" / "thesis.jsonl"
     elsewhere.parent.mkdir(parents=True)
     elsewhere.write_text("{}\n")
@@ -75,11 +79,13 @@ def test_an_entry_that_points_outside_its_upload_folder_deletes_nothing(alice, u
     in_the_root.parent.mkdir(parents=True)
     in_the_root.write_text("{}\n")
     escaping = uploads / "1" / ".." / ".." / "home" / "alice" / "thesis.jsonl"
-    entries = [RegisteredDataset.objects.create(name=f"e{i}", owner=alice, path=str(path), domain="math",
-                                                uploaded=True) for i, path in enumerate((elsewhere, in_the_root,
-                                                                                         escaping))]
-    registered = RegisteredDataset.objects.create(name="registered", owner=alice, domain="math", uploaded=False,
-                                                  path=str(uploads / "1" / "f00d" / "x.jsonl"))
+    entries = [
+        RegisteredDataset.objects.create(name=f"e{i}", owner=alice, path=str(path), domain="math", uploaded=True)
+        for i, path in enumerate((elsewhere, in_the_root, escaping))
+    ]
+    registered = RegisteredDataset.objects.create(
+        name="registered", owner=alice, domain="math", uploaded=False, path=str(uploads / "1" / "f00d" / "x.jsonl")
+    )
     assert [entry.upload_folder() for entry in entries + [registered]] == [None, None, None, None]
     with django_capture_on_commit_callbacks(execute=True):
         RegisteredDataset.objects.all().delete()

@@ -1,22 +1,14 @@
 """The run form refuses each kind of bad config with the engine's own message, on the field."""
 
+from html.parser import HTMLParser
+
 import pytest
 from django.urls import reverse
+from studio_testing import form_data, tiny_config
 
 from prorl_engine.config import ConfigError, RunConfig
-from studio.forms import RunForm, initial_from_config
+from studio.forms import RunForm
 from studio.models import Run
-from studio_testing import tiny_config
-
-
-def form_data(**changes) -> dict:
-    """What the browser posts for the tiny preset, with `changes` typed into fields."""
-    data = {key: value for key, value in initial_from_config(tiny_config().to_dict()).items()}
-    data = {key: ("on" if value is True else value) for key, value in data.items() if value is not False}
-    data = {key: ("" if value is None else value) for key, value in data.items()}
-    data["name"] = "a run"
-    data.update(changes)
-    return {key: value for key, value in data.items() if value is not None}
 
 
 def engine_message(field: str, **changes) -> str:
@@ -65,10 +57,49 @@ def test_it_accepts_the_tiny_preset_and_builds_the_engine_config():
     assert form.config == tiny_config()
 
 
-def test_it_groups_fields_as_the_engine_does():
-    groups = [group for group, _, _ in RunForm().groups()]
-    assert groups == ["model", "data", "rollout", "algorithm", "length_penalty", "reset", "evaluation",
-                      "checkpointing"]
+class Fieldsets(HTMLParser):
+    """The run page's fieldsets in page order: (id, legend text, names of the inputs inside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, str, list[str]]] = []
+        self._open: tuple[str, list[str], list[str]] | None = None
+        self._in_legend = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "fieldset":
+            self._open = (named.get("id") or "", [], [])
+        elif tag == "legend":
+            self._in_legend = True
+        elif tag in ("input", "select", "textarea") and self._open is not None and named.get("name"):
+            self._open[2].append(named["name"])
+
+    def handle_data(self, data: str) -> None:
+        if self._in_legend and self._open is not None:
+            self._open[1].append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "legend":
+            self._in_legend = False
+        elif tag == "fieldset" and self._open is not None:
+            self.found.append((self._open[0], "".join(self._open[1]).strip(), self._open[2]))
+            self._open = None
+
+
+@pytest.mark.django_db
+def test_the_page_shows_each_engine_field_once_in_a_titled_fieldset_of_its_group(client, alice):
+    client.force_login(alice)
+    page = Fieldsets()
+    page.feed(client.get(reverse("run-new")).content.decode())
+    run_form = page.found  # the YAML import form beside it has no fieldset
+    specs = RunConfig.field_specs()
+    in_order = list(dict.fromkeys(spec.group for spec in specs))  # groups in the order their first field is declared
+    assert [fieldset_id for fieldset_id, _, _ in run_form] == [f"group-{group}" for group in in_order]
+    for fieldset_id, legend, names in run_form:
+        group = fieldset_id.removeprefix("group-")
+        assert names == [spec.name for spec in specs if spec.group == group]
+        assert legend and legend != group  # a title for people ("Length-penalty schedule"), not the key
 
 
 @pytest.mark.django_db

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 from django.urls import reverse
-from studio_testing import tiny_config
+from studio_testing import form_data, tiny_config
 
 from prorl_engine.config import RunConfig
 from studio.models import Command, Event, MetricPoint, Run, RunStatus
@@ -34,8 +34,16 @@ def test_it_sends_anonymous_visitors_to_the_login_page(client, alices_run, name)
 def test_the_run_page_has_a_chart_per_curve_and_serves_plotly_locally(client, alice, alices_run):
     client.force_login(alice)
     page = client.get(reverse("run-detail", args=[alices_run.pk])).content.decode()
-    for metric in ["reward/mean", "reward/verifier_mean", "length/mean", "kl/ref", "policy/entropy",
-                   "policy/clip_frac_low,policy/clip_frac_high", "sampling/filtered_frac", "throughput/tokens_per_s"]:
+    for metric in [
+        "reward/mean",
+        "reward/verifier_mean",
+        "length/mean",
+        "kl/ref",
+        "policy/entropy",
+        "policy/clip_frac_low,policy/clip_frac_high",
+        "sampling/filtered_frac",
+        "throughput/tokens_per_s",
+    ]:
         assert f'data-metric="{metric}"' in page
     assert 'data-metric-prefix="eval/"' in page
     assert "/static/studio/plotly.min.js" in page and "cdn" not in page.lower()
@@ -45,7 +53,8 @@ def test_metrics_json_downsamples_long_runs_and_lists_resets_and_windows(client,
     settings.CHART_POINTS = 100
     MetricPoint.objects.bulk_create(
         MetricPoint(run=alices_run, step=step, values={"reward/mean": step / 1000, "kl/ref": 0.01})
-        for step in range(1, 1001))
+        for step in range(1, 1001)
+    )
     Event.objects.create(run=alices_run, step=5, kind="reset", time=0, data={"reason": "interval", "requested_by": ""})
     client.force_login(alice)
     data = client.get(reverse("run-metrics", args=[alices_run.pk])).json()
@@ -82,14 +91,8 @@ def test_clone_prefills_the_form_with_the_runs_config(client, alice, alices_run)
     assert f"?clone_of={alices_run.pk}" in page and "alice&#x27;s tiny run (copy)" in page
 
 
-def test_alice_launches_a_run_from_the_form(client, alice, monkeypatch):
-    from worker import tasks
-
-    queued = []
-    monkeypatch.setattr(tasks.train_run, "delay", lambda run_id: queued.append(run_id))
+def test_alice_launches_a_run_from_the_form(client, alice, queued):
     client.force_login(alice)
-    from test_run_form import form_data
-
     with_commit = client.post(reverse("run-new"), form_data(name="from the form"))
     run = Run.objects.get(name="from the form")
     assert with_commit.url == run.get_absolute_url()
@@ -97,16 +100,12 @@ def test_alice_launches_a_run_from_the_form(client, alice, monkeypatch):
 
 
 def test_the_preview_lists_penalty_windows_and_planned_resets(client, alice):
-    from test_run_form import form_data
-
     client.force_login(alice)
     data = client.post(reverse("run-preview"), form_data(steps="20", reset_interval="5")).json()
     assert data == {"steps": 20, "windows": [[1, 3], [7, 9], [13, 15], [19, 20]], "resets": [5, 10, 15, 20]}
 
 
 def test_the_preview_reports_errors_instead_of_a_chart(client, alice):
-    from test_run_form import form_data
-
     client.force_login(alice)
     data = client.post(reverse("run-preview"), form_data(steps="0")).json()
     assert data == {"errors": ["steps: must be at least 1"]}
@@ -136,8 +135,14 @@ def test_bob_cannot_stop_alices_run(client, bob, alices_run):
 def test_the_run_list_shows_only_alices_runs_to_alice_and_sorts(client, alice, bob, alices_run):
     config = tiny_config()
     Run.objects.create(owner=bob, name="bob's run", config=config.to_dict(), total_steps=config.steps)
-    Run.objects.create(owner=alice, name="alice's better run", config=config.to_dict(), total_steps=config.steps,
-                       last_step=6, latest_reward=0.9)
+    Run.objects.create(
+        owner=alice,
+        name="alice's better run",
+        config=config.to_dict(),
+        total_steps=config.steps,
+        last_step=6,
+        latest_reward=0.9,
+    )
     client.force_login(alice)
     page = client.get(reverse("run-list") + "?sort=-reward").content.decode()
     assert "bob&#x27;s run" not in page

@@ -26,8 +26,9 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 
 @pytest.fixture
 def running_run(alices_run) -> Run:
-    MetricPoint.objects.bulk_create(MetricPoint(run=alices_run, step=s, values={"reward/mean": s / 10})
-                                    for s in range(1, 4))
+    MetricPoint.objects.bulk_create(
+        MetricPoint(run=alices_run, step=s, values={"reward/mean": s / 10}) for s in range(1, 4)
+    )
     Run.objects.filter(pk=alices_run.pk).update(status=RunStatus.RUNNING, last_step=3)
     alices_run.refresh_from_db()
     return alices_run
@@ -35,8 +36,9 @@ def running_run(alices_run) -> Run:
 
 def test_alice_makes_a_link_that_is_shown_once_and_stored_only_as_a_hash(client, alice, running_run):
     client.force_login(alice)
-    response = client.post(reverse("share-link-create", args=[running_run.pk]),
-                           {"label": "for Dana", "expires_in_days": "7"})
+    response = client.post(
+        reverse("share-link-create", args=[running_run.pk]), {"label": "for Dana", "expires_in_days": "7"}
+    )
     page = response.content.decode()
     token = re.search(r"/s/([A-Za-z0-9_-]{43})/", page).group(1)
     link = ShareLink.objects.get(run=running_run)
@@ -92,8 +94,9 @@ def test_an_anonymous_visitor_cannot_steer_the_run_with_or_without_the_link(clie
         response = client.post(reverse(name, args=[running_run.pk]), {"share": token})
         assert response.status_code == 302 and response.url.startswith(reverse("login"))
     assert client.post(reverse("share-detail", args=[token])).status_code == 405
-    api = client.post(reverse("api-run-commands", args=[running_run.pk]), {"kind": "stop"},
-                      HTTP_AUTHORIZATION=f"Bearer {token}")
+    api = client.post(
+        reverse("api-run-commands", args=[running_run.pk]), {"kind": "stop"}, HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
     assert api.status_code == 401
     assert not Command.objects.exists()
 
@@ -143,6 +146,7 @@ def test_a_link_to_another_runs_share_url_cannot_be_revoked_through_alices_run(c
 
 # --- the websocket, authorised by the token -------------------------------------------------------
 
+
 def communicator(run: Run, token: str) -> WebsocketCommunicator:
     c = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/runs/{run.pk}/?after=0&share={token}")
     c.scope["user"] = AnonymousUser()
@@ -183,8 +187,9 @@ def test_the_links_websocket_sends_the_curves_and_closes_when_alice_revokes_it(c
 @pytest.mark.usefixtures("channel_layer_settings")
 @pytest.mark.parametrize("state", ["revoked", "expired"])
 def test_a_revoked_or_expired_link_opens_no_websocket(running_run, state):
-    token = share(running_run, revoked=True) if state == "revoked" else \
-        share(running_run, expires_in=timedelta(seconds=-1))
+    token = (
+        share(running_run, revoked=True) if state == "revoked" else share(running_run, expires_in=timedelta(seconds=-1))
+    )
     assert async_to_sync(communicator(running_run, token).connect)() == (False, 4403)
 
 

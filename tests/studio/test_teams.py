@@ -90,8 +90,10 @@ def test_charlie_gets_a_404_for_alices_team_and_cannot_change_it(client, alice, 
     team = team_of(alice, (bob, TeamRole.VIEWER))
     client.force_login(charlie)
     assert client.get(reverse("team-detail", args=[team.pk])).status_code == 404
-    assert client.post(reverse("team-member-add", args=[team.pk]), {"username": "charlie", "role": "owner"}) \
-        .status_code == 404
+    assert (
+        client.post(reverse("team-member-add", args=[team.pk]), {"username": "charlie", "role": "owner"}).status_code
+        == 404
+    )
     assert client.post(reverse("team-member-remove", args=[team.pk, bob.pk])).status_code == 404
     assert "alice&#x27;s team" not in client.get(reverse("team-list")).content.decode()
     assert not Membership.objects.filter(user=charlie).exists()

@@ -38,9 +38,22 @@ def test_up_starts_the_studio_with_a_demo_run_and_ctrl_c_stops_every_child(tmp_p
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
     env.update(PRORL_VAR_DIR=str(tmp_path), PRORL_RUNS_DIR=str(tmp_path / "runs"), PRORL_DEMO_PASSWORD="demo-pass")
-    up = subprocess.Popen([sys.executable, "-m", "studio.up", "--port", str(port), "--demo-config",
-                           str(REPO / "prorl_engine" / "configs" / "tiny.yaml")],
-                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "studio.up",
+            "--port",
+            str(port),
+            "--demo-config",
+            str(REPO / "prorl_engine" / "configs" / "tiny.yaml"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_for_port(port, up, 120, "studio.up")
         browser = Browserless(f"http://127.0.0.1:{port}")

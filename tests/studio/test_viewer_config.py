@@ -31,8 +31,10 @@ def file_source(task: str, path: str) -> dict:
 def paths(settings, tmp_path) -> dict[str, str]:
     """Where Alice's model, her upload and the studio's runs lie on the server."""
     settings.RUNS_DIR = tmp_path / "runs"
-    return {"model": str(tmp_path / "models" / "qwen-1.5b"), "upload": str(tmp_path / "uploads" / "1" / "f00d" /
-                                                                          "sums.jsonl")}
+    return {
+        "model": str(tmp_path / "models" / "qwen-1.5b"),
+        "upload": str(tmp_path / "uploads" / "1" / "f00d" / "sums.jsonl"),
+    }
 
 
 @pytest.fixture
@@ -40,18 +42,27 @@ def private_run(paths, alice, bob) -> Run:
     """Alice's run on her registered model and upload and a server file, in her team where Bob views."""
     RegisteredModel.objects.create(name="qwen", owner=alice, path=paths["model"])
     RegisteredDataset.objects.create(name="sums", owner=alice, path=paths["upload"], domain="math", uploaded=True)
-    config = tiny_config(model_path=paths["model"], data=[file_source("sums", paths["upload"]),
-                                                          file_source("secret", SERVER_FILE), GYM_SOURCE])
-    return Run.objects.create(owner=alice, team=team_of(alice, (bob, TeamRole.VIEWER)), name="private",
-                              config=config.to_dict(), total_steps=config.steps)
+    config = tiny_config(
+        model_path=paths["model"],
+        data=[file_source("sums", paths["upload"]), file_source("secret", SERVER_FILE), GYM_SOURCE],
+    )
+    return Run.objects.create(
+        owner=alice,
+        team=team_of(alice, (bob, TeamRole.VIEWER)),
+        name="private",
+        config=config.to_dict(),
+        total_steps=config.steps,
+    )
 
 
 def as_a_viewer_sees(run: Run) -> dict:
     """The run's config with its three paths written by hand the way a viewer reads them."""
     data = run.config["data"]
-    return {**run.config, "model_path": "qwen (registered model)",
-            "data": [{**data[0], "path": "sums (registered data set)"}, {**data[1], "path": "…/secret.jsonl"},
-                     data[2]]}
+    return {
+        **run.config,
+        "model_path": "qwen (registered model)",
+        "data": [{**data[0], "path": "sums (registered data set)"}, {**data[1], "path": "…/secret.jsonl"}, data[2]],
+    }
 
 
 def leaks(text: str, paths: dict[str, str]) -> list[str]:
@@ -67,8 +78,10 @@ def test_a_path_reads_as_a_name_relative_to_the_run_or_its_last_component(tmp_pa
     assert viewer_path(str(tmp_path / "models" / "qwen"), run_dir, base, names) == "qwen (registered model)"
     assert viewer_path(str(tmp_path / "models" / "qwen/"), run_dir, base, names) == "qwen (registered model)"
     assert viewer_path(f"{run_dir}/checkpoints/step-000003", run_dir, base, names) == "checkpoints/step-000003"
-    assert viewer_path(f"{tmp_path}/runs/18/checkpoints/step-000002", run_dir, base, names) == \
-        "runs/18/checkpoints/step-000002"
+    assert (
+        viewer_path(f"{tmp_path}/runs/18/checkpoints/step-000002", run_dir, base, names)
+        == "runs/18/checkpoints/step-000002"
+    )
     assert viewer_path(f"{run_dir}/../18/x", run_dir, base, names) == "runs/18/x"
     assert viewer_path("/srv/prorl/data/secret.jsonl", run_dir, base, names) == "…/secret.jsonl"
     assert viewer_path("prorl_engine/configs/demo-base", run_dir, base, names) == "…/demo-base"  # read from base
@@ -116,13 +129,14 @@ def test_alice_and_her_editors_see_every_path_as_stored(client, alice, bob, priv
     assert yaml.safe_load(download) == api["config"] == private_run.config
     assert f"model_path: {paths['model']}" in page and f"path: {SERVER_FILE}" in page
     assert clone["model_path"] == paths["model"]
-    assert shown_config(private_run, details=True) is private_run.config
+    assert shown_config(private_run, details=True) == private_run.config
 
 
 def test_the_overlay_diffs_configs_as_the_viewer_sees_them(client, alice, bob, private_run, paths):
     config = tiny_config()
-    other = Run.objects.create(owner=alice, team=private_run.team, name="on tiny", config=config.to_dict(),
-                               total_steps=config.steps)
+    other = Run.objects.create(
+        owner=alice, team=private_run.team, name="on tiny", config=config.to_dict(), total_steps=config.steps
+    )
     client.force_login(bob)
     response = client.get(reverse("overlay") + f"?run={private_run.pk}&run={other.pk}")
     assert leaks(response.content.decode(), paths) == []
@@ -136,8 +150,9 @@ def test_the_overlay_diffs_configs_as_the_viewer_sees_them(client, alice, bob, p
 
 def test_the_comparison_form_offers_a_viewer_no_server_path_of_alices(client, alice, bob, private_run, paths):
     config = tiny_config()
-    Run.objects.create(owner=alice, team=private_run.team, name="on tiny", config=config.to_dict(),
-                       total_steps=config.steps)
+    Run.objects.create(
+        owner=alice, team=private_run.team, name="on tiny", config=config.to_dict(), total_steps=config.steps
+    )
     client.force_login(bob)
     response = client.get(reverse("compare-new"))
     assert leaks(response.content.decode(), paths) == []

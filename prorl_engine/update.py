@@ -1,0 +1,174 @@
+"""The policy update of one RL step (PRORL_SPEC.md section 1, items 6-7), as recipe parts.
+
+    advantages      one A_i per kept response, by the configured estimator (algorithms.py)
+    minibatch plan  which responses go in which of the `updates_per_step` updates and micro-batches
+    micro-batches   packed sequences with pi_old and pi_ref taken before any update (no grad)
+    loss            PPO-clip + beta * KL per token, aggregated by the configured rule
+    diagnostics     token means of the step, each metric named once in DIAGNOSTICS
+
+Shapes: M kept responses, m in a micro-batch, T response tokens of that micro-batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from prorl_engine import algorithms as alg
+from prorl_engine.config import RunConfig
+from prorl_engine.rollout import PackedBatch, pack, response_logprobs
+
+Plan = list[list[list[int]]]
+"""update -> micro-batch -> the indices of its responses among the step's kept ones."""
+
+
+def advantages(estimator: str, shaped: Sequence[float], lengths: Sequence[int], G: int) -> torch.Tensor:
+    """A_i of every kept response, (M,) float32, from its shaped reward; groups of G are consecutive."""
+    rewards = torch.tensor(shaped, dtype=torch.float64).view(-1, G)  # (N, G)
+    token_counts = torch.tensor(lengths).view(-1, G)  # (N, G)
+    return alg.ADVANTAGE_ESTIMATORS[estimator](rewards, token_counts).flatten().float()
+
+
+def plan_minibatches(M: int, updates: int, micro_batch_size: int) -> Plan:
+    """Deal a random permutation of the M responses round-robin into `updates` minibatches, and cut
+    each into micro-batches of at most `micro_batch_size` (gradient accumulation). Minibatches left
+    empty (M < updates) are not planned. Draws one torch.randperm from the global RNG."""
+    order = torch.randperm(M).tolist()
+    minibatches = [order[i::updates] for i in range(updates)]
+    return [
+        [minibatch[i : i + micro_batch_size] for i in range(0, len(minibatch), micro_batch_size)]
+        for minibatch in minibatches
+        if minibatch
+    ]
+
+
+@dataclass
+class MicroBatch:
+    """Responses updated in one forward and backward pass, with what their loss needs."""
+
+    batch: PackedBatch  # prompt + response ids (m, L); response targets and mask (m, T)
+    old_logp: torch.Tensor  # (m, T) log pi_old, the rollout policy before this step's updates
+    ref_logp: torch.Tensor  # (m, T) log pi_ref
+    advantages: torch.Tensor  # (m,) A_i of each response
+
+    def to(self, device: torch.device) -> MicroBatch:
+        return MicroBatch(
+            self.batch.to(device), self.old_logp.to(device), self.ref_logp.to(device), self.advantages.to(device)
+        )
+
+
+LogProbs = Callable[[list[PackedBatch]], list[torch.Tensor]]
+"""Packed micro-batches -> log pi of their response tokens, (m, T) each, without grad."""
+
+
+def micro_batches(
+    plan: Plan,
+    prompts: Sequence[list[int]],
+    responses: Sequence[list[int]],
+    advantages: torch.Tensor,
+    pad_token_id: int,
+    pi_old: LogProbs,
+    pi_ref: LogProbs,
+) -> list[list[MicroBatch]]:
+    """Pack the plan's micro-batches and take pi_old and pi_ref on every response token, before any
+    update; returned grouped as the plan groups them (one list per minibatch)."""
+    packed = [
+        [pack([prompts[i] for i in idx], [responses[i] for i in idx], pad_token_id) for idx in minibatch]
+        for minibatch in plan
+    ]
+    flat = [batch for minibatch in packed for batch in minibatch]
+    old, ref = iter(pi_old(flat)), iter(pi_ref(flat))  # all of pi_old's forward passes, then all of pi_ref's
+    return [
+        [_micro_batch(batch, next(old), next(ref), advantages[idx]) for batch, idx in zip(batches, minibatch)]
+        for batches, minibatch in zip(packed, plan)
+    ]
+
+
+def _micro_batch(
+    batch: PackedBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor
+) -> MicroBatch:
+    """A token pi_old gives probability 0 (-inf: float noise at the nucleus boundary, with top_p < 1)
+    leaves the loss and its token count: its mask becomes 0 and its log pi_old 0."""
+    outside = (batch.mask > 0) & torch.isneginf(old_logp)
+    batch.mask = batch.mask.masked_fill(outside, 0.0)
+    return MicroBatch(batch, old_logp.masked_fill(outside, 0.0), ref_logp, advantages)
+
+
+@dataclass
+class TokenTerms:
+    """Per-token quantities of one micro-batch's loss, (m, T) each: what the diagnostics read."""
+
+    logp: torch.Tensor  # log pi_theta, with grad
+    old_logp: torch.Tensor  # log pi_old
+    ref_logp: torch.Tensor  # log pi_ref
+    entropy: torch.Tensor  # H of pi_theta's sampling distribution
+    pg_loss: torch.Tensor  # L_PPO_t
+    kl: torch.Tensor  # the configured KL estimator
+    clip: dict[str, torch.Tensor]  # clipped_low / clipped_high indicators
+
+
+def loss(
+    micro: MicroBatch, logp: torch.Tensor, entropy: torch.Tensor, config: RunConfig, whole: alg.BatchSize
+) -> tuple[torch.Tensor, TokenTerms]:
+    """L = aggregate(L_PPO_t + beta * KL_t) over the micro-batch, normalised by the whole minibatch.
+
+    logp, entropy: (m, T) of pi_theta. Returns the scalar loss and its per-token terms.
+    """
+    A = micro.advantages.unsqueeze(1).expand_as(logp)  # (m, T): the same A_i on every token of response i
+    pg_loss, clip = alg.ppo_clip_loss(logp, micro.old_logp, A, config.eps_low, config.eps_high)
+    kl = alg.KL_ESTIMATORS[config.kl_estimator](logp, micro.ref_logp)
+    per_token = pg_loss + config.beta * kl
+    scalar = alg.LOSS_AGGREGATIONS[config.loss_aggregation](per_token, micro.batch.mask, whole)
+    return scalar, TokenTerms(logp, micro.old_logp, micro.ref_logp, entropy, pg_loss, kl, clip)
+
+
+# Metric key -> its per-token value; the step logs each as a mean over all its response tokens.
+DIAGNOSTICS: dict[str, Callable[[TokenTerms], torch.Tensor]] = {
+    # k2 between the rollout policy and the reference: exactly 0 on the step after a reset
+    "kl/ref": lambda t: alg.kl_k2(t.old_logp, t.ref_logp),
+    "policy/entropy": lambda t: t.entropy,
+    "policy/clip_frac_low": lambda t: t.clip["clipped_low"],
+    "policy/clip_frac_high": lambda t: t.clip["clipped_high"],
+    "policy/approx_kl_old": lambda t: alg.kl_k3(t.logp, t.old_logp),  # how far this update moved from pi_old
+    "loss/policy": lambda t: t.pg_loss,
+    "loss/kl": lambda t: t.kl,
+}
+METRIC_KEYS = (*DIAGNOSTICS, "policy/grad_norm")
+"""Every key `update` returns; the step logs them as None when no group was kept."""
+
+
+def update(
+    policy: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    minibatches: list[list[MicroBatch]],
+    config: RunConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """One optimizer step per minibatch (gradients accumulated over its micro-batches, clipped to
+    max_grad_norm), then the diagnostics: DIAGNOSTICS as token means over the step, and the mean
+    gradient norm."""
+    sums, tokens, grad_norms = dict.fromkeys(DIAGNOSTICS, 0.0), 0.0, []
+    for minibatch in minibatches:
+        whole = alg.BatchSize(
+            tokens=float(sum(m.batch.mask.sum() for m in minibatch)),
+            sequences=float(sum(len(m.advantages) for m in minibatch)),
+        )
+        optimizer.zero_grad(set_to_none=True)
+        for micro in minibatch:
+            micro = micro.to(device)
+            logp, entropy = response_logprobs(
+                policy, micro.batch, with_entropy=True, temperature=config.temperature, top_p=config.top_p
+            )  # (m, T)
+            scalar, terms = loss(micro, logp, entropy, config, whole)
+            scalar.backward()
+            with torch.no_grad():
+                mask = micro.batch.mask
+                tokens += float(mask.sum())  # CPU-GPU sync, as every float() below
+                for key, value in DIAGNOSTICS.items():
+                    sums[key] += float((value(terms) * mask).sum())
+        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)))
+        optimizer.step()
+    n = max(tokens, 1.0)
+    return {**{key: total / n for key, total in sums.items()}, "policy/grad_norm": sum(grad_norms) / len(grad_norms)}
