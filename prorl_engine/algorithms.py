@@ -193,6 +193,27 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(p * logp.masked_fill(p == 0, 0.0)).sum(dim=-1)  # 0 log 0 = 0 for masked (-inf) logits
 
 
+# --- rollout correction: when another engine sampled the responses (section 7b) ------------------
+
+
+def icepop(
+    old_logp: torch.Tensor, rollout_logp: torch.Tensor, mask: torch.Tensor, low: float, high: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ICE-POP, as NeMo-RL's and OpenRLHF's ProRL v2 configs apply it:
+
+        w_t  = exp(log pi_old_trainer(a_t|s_t) - log pi_rollout(a_t|s_t))   # no gradient through w
+        keep = low <= w_t <= high                                           # outside: the token leaves the loss
+
+    Returns (w, keep), (M, T) each: `keep` is 1.0 on response tokens inside the bounds and 0.0
+    elsewhere (padding included); `w` is w_t where kept and 0.0 elsewhere, so `w * L_PPO_t` is the
+    corrected per-token loss and `keep` the new mask (the loss's token count drops with it).
+    """
+    with torch.no_grad():
+        w = torch.exp(old_logp - rollout_logp).masked_fill(mask == 0, 0.0)
+        keep = ((w >= low) & (w <= high) & (mask > 0)).to(mask.dtype)
+    return w * keep, keep
+
+
 # --- scheduled cosine length penalty (section 4) --------------------------------------------------
 
 

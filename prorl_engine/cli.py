@@ -15,7 +15,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
-from prorl_engine.config import ConfigError, DataSource, RunConfig, parse_yaml, values_from_yaml
+from prorl_engine.config import ROLLOUT_BACKENDS, ConfigError, DataSource, RunConfig, parse_yaml, values_from_yaml
 from prorl_engine.data.example import DOMAINS
 from prorl_engine.events import Event, FanoutSink, JsonlSink, Sample
 
@@ -135,6 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         batch_size=args.batch_size,
+        backend=args.backend,
     )[args.model]
     for key, value in report.metrics.items():
         print(f"{key:40s} {value:.4f}")
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--top-p", type=float, default=0.95)
     ev.add_argument("--max-new-tokens", type=int, default=1024)
     ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--backend", choices=ROLLOUT_BACKENDS, default="hf", help="what samples: hf generate or vllm")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", help="folder for eval.json and eval_samples.jsonl")
     ev.set_defaults(func=cmd_eval)

@@ -31,15 +31,24 @@ class Rollout:
     responses: list[list[int]] = field(default_factory=list)  # (M,) response token ids
     scores: list[Score] = field(default_factory=list)  # (M,)
     shaped: list[float] = field(default_factory=list)  # (M,) rewards after length shaping
+    # (M,) the rollout engine's log-prob of each response token; empty when the sampler is the policy itself
+    rollout_logprobs: list[list[float]] = field(default_factory=list)
 
     def extend(self, other: Rollout) -> None:
-        for name in ("examples", "prompts", "responses", "scores", "shaped"):
+        for name in ("examples", "prompts", "responses", "scores", "shaped", "rollout_logprobs"):
             getattr(self, name).extend(getattr(other, name))
 
     def group(self, index: int, G: int) -> Rollout:
         """The G responses of group `index`."""
         s = slice(index * G, (index + 1) * G)
-        return Rollout(self.examples[s], self.prompts[s], self.responses[s], self.scores[s], self.shaped[s])
+        return Rollout(
+            self.examples[s],
+            self.prompts[s],
+            self.responses[s],
+            self.scores[s],
+            self.shaped[s],
+            self.rollout_logprobs[s],
+        )
 
     def __len__(self) -> int:
         return len(self.responses)
@@ -157,6 +166,7 @@ def generate(
         [g.token_ids for g in generations],
         scores,
         rewards.tolist(),
+        [g.logprobs for g in generations if g.logprobs is not None],
     )
     return batch, truncated
 

@@ -75,6 +75,7 @@ def compare(
     batch_size: int = 64,
     format_penalty: float = -0.5,
     truncated_reward: float | None = 0.0,
+    backend: str = "hf",
 ) -> Comparison:
     """Evaluate each labelled model folder on `examples` (`evaluation.evaluate_model_folders`)."""
     reports = evaluate_model_folders(
@@ -90,5 +91,6 @@ def compare(
         seed=seed,
         device=device,
         batch_size=batch_size,
+        backend=backend,
     )
     return Comparison(list(models), reports, {e.uid: e.prompt for e in examples})

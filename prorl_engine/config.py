@@ -148,6 +148,18 @@ class RunConfig(RunFields):
     def load(cls, path: str | Path, *, check_paths: bool = True, path_policy: PathPolicy | None = None) -> RunConfig:
         return cls.from_yaml(Path(path).read_text(encoding="utf-8"), check_paths=check_paths, path_policy=path_policy)
 
+    @property
+    def correction(self) -> str:
+        """The rollout correction in force: `rollout_correction`, with auto resolved by the backend."""
+        if self.rollout_correction != "auto":
+            return self.rollout_correction
+        return "icepop" if self.rollout_backend == "vllm" else "none"
+
+    @property
+    def model_len(self) -> int:
+        """vLLM's context length: `vllm_max_model_len`, or the prompt and response budgets."""
+        return self.vllm_max_model_len or self.max_prompt_tokens + self.max_response_tokens
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 

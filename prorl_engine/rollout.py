@@ -2,8 +2,8 @@
 
 A `RolloutBackend` samples responses (token ids) for tokenised prompts. `HFGenerateBackend` uses
 Hugging Face `generate` (batched, KV-cached) on the training model itself, so it needs no weight
-sync. A vLLM backend for GPU machines is to implement the same interface, receiving the trainer's
-weights after each update through `sync_weights` (not built yet: `hf` is the only backend).
+sync. `vllm_backend.VLLMBackend` samples on a vLLM engine with its own copy of the weights, synced
+after each update through `sync_weights`; prorl_engine/backends.py builds the one a config asks for.
 """
 
 from __future__ import annotations
@@ -20,17 +20,20 @@ from prorl_engine.algorithms import entropy_from_logits, nucleus_logits
 class SamplingParams:
     n: int
     max_new_tokens: int
-    temperature: float
+    temperature: float  # 0 = greedy decoding (the tests compare backends with it)
     top_p: float
 
 
 @dataclass
 class Generation:
-    """One sampled response: its token ids (ending with eos unless truncated)."""
+    """One sampled response: its token ids (ending with eos unless truncated), and, from a backend
+    with its own engine, that engine's log-prob of each of them (None where the sampler is the
+    trainer's own model)."""
 
     prompt_index: int
     token_ids: list[int]
     truncated: bool
+    logprobs: list[float] | None = None
 
 
 class RolloutBackend(Protocol):
@@ -39,6 +42,9 @@ class RolloutBackend(Protocol):
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the backend sample from `model`'s current weights."""
+
+    def sleep(self) -> None:
+        """The update phase begins: free what sampling holds, if the backend can (vLLM's sleep mode)."""
 
 
 class HFGenerateBackend:
@@ -52,6 +58,9 @@ class HFGenerateBackend:
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.model = model  # generates with the training weights themselves
+
+    def sleep(self) -> None:
+        pass  # its memory is the policy's
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
@@ -74,13 +83,15 @@ class HFGenerateBackend:
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
             attention_mask[row, width - len(prompt) :] = 1
+        sampling = (
+            {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+            if params.temperature > 0
+            else {"do_sample": False}  # greedy
+        )
         output = self.model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
-            do_sample=True,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=0,
+            **sampling,
             max_new_tokens=params.max_new_tokens,
             num_return_sequences=params.n,
             eos_token_id=self.eos_token_id,

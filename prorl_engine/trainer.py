@@ -24,6 +24,7 @@ import torch
 from prorl_engine import checkpoint as ckpt
 from prorl_engine import collect
 from prorl_engine import update as upd
+from prorl_engine.backends import backend_for_run
 from prorl_engine.builders import resolve_model_path
 from prorl_engine.collect import Rollout, StepStats
 from prorl_engine.config import RunConfig
@@ -33,7 +34,7 @@ from prorl_engine.evaluation import EvalReport, evaluate, spread_across_tasks
 from prorl_engine.events import Command, CommandKind, ControlSource, Event, EventSink, NoControl
 from prorl_engine.modeling import load_policy, load_tokenizer, pick_device
 from prorl_engine.reset import ResetPolicy
-from prorl_engine.rollout import HFGenerateBackend, PackedBatch, batched_logprobs
+from prorl_engine.rollout import PackedBatch, batched_logprobs
 from prorl_engine.schedule import length_penalty_on
 
 log = logging.getLogger(__name__)
@@ -66,15 +67,13 @@ class Trainer:
         self.policy = load_policy(model_path, config.dtype, self.device)
         self.reference = load_policy(model_path, config.dtype, self.device).requires_grad_(False)
         self.optimizer = self._new_optimizer()
-        self.backend = HFGenerateBackend(
-            self.policy, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, config.rollout_batch_size
-        )
         self.mix = TrainingMix(config.data, config.seed)
         collect.check_prompt_lengths(  # refuse the run before it starts
             self.tokenizer,
             [e for stream in self.mix.streams for e in stream.examples] + self.mix.held_out,
             config.max_prompt_tokens,
         )
+        self.backend = backend_for_run(config, self.policy, self.tokenizer, model_path)  # after the checks above
         self.reset_policy = ResetPolicy.from_config(config)
         self.reset_history: list[dict] = []
         self.step = 0
@@ -126,12 +125,13 @@ class Trainer:
         #      without spread (dynamic sampling), refilling until B groups are kept
         t0 = time.perf_counter()
         kept, stats = self._collect(penalty_on)
+        self.backend.sleep()  # a sampler with its own memory frees it for the update (vLLM's sleep mode)
         rollout_s = time.perf_counter() - t0
         generated_tokens = sum(len(r) for r in stats.all.responses)  # kept or not: what sampling cost
 
         # 6-7. Advantages and minibatch PPO-clip + KL updates (nothing to learn from if no group was kept)
         t1 = time.perf_counter()
-        update = self._update(kept) if len(kept) else dict.fromkeys(upd.METRIC_KEYS)
+        update = self._update(kept) if len(kept) else dict.fromkeys(self._update_keys())
         train_s = time.perf_counter() - t1
 
         # 8. Maybe reset the reference (interval, KL spike, stalled evaluation); maybe evaluate
@@ -176,10 +176,18 @@ class Trainer:
         advantages = upd.advantages(config.advantage_estimator, kept.shaped, lengths, config.samples_per_prompt)  # (M,)
         plan = upd.plan_minibatches(len(kept), config.updates_per_step, config.micro_batch_size)
         pi_old, pi_ref = (functools.partial(self._logprobs, model) for model in (self.policy, self.reference))
-        minibatches = upd.micro_batches(plan, kept.prompts, kept.responses, advantages, pad, pi_old, pi_ref)
+        minibatches = upd.micro_batches(
+            plan, kept.prompts, kept.responses, advantages, pad, pi_old, pi_ref, kept.rollout_logprobs
+        )
+        mismatch = upd.correct_for_rollout_engine(minibatches, config)  # {} when the sampler is the policy
         metrics = upd.update(self.policy, self.optimizer, minibatches, config, self.device)
         self.backend.sync_weights(self.policy)
-        return metrics
+        return {**metrics, **mismatch}
+
+    def _update_keys(self) -> tuple[str, ...]:
+        """The keys `_update` logs (as None on a step that kept no group)."""
+        own_sampler = self.config.rollout_backend != "hf"
+        return (*upd.METRIC_KEYS, *(upd.ROLLOUT_METRIC_KEYS if own_sampler else ()))
 
     def _logprobs(self, model: torch.nn.Module, batches: list[PackedBatch]) -> list[torch.Tensor]:
         """log pi of every response token (no grad), of the distribution the rollouts were sampled

@@ -3,6 +3,7 @@
     advantages      one A_i per kept response, by the configured estimator (algorithms.py)
     minibatch plan  which responses go in which of the `updates_per_step` updates and micro-batches
     micro-batches   packed sequences with pi_old and pi_ref taken before any update (no grad)
+    correction      the rollout engine's log-probs against pi_old: mismatch metrics and ICE-POP
     loss            PPO-clip + beta * KL per token, aggregated by the configured rule
     diagnostics     token means of the step, each metric named once in DIAGNOSTICS
 
@@ -52,10 +53,17 @@ class MicroBatch:
     old_logp: torch.Tensor  # (m, T) log pi_old, the rollout policy before this step's updates
     ref_logp: torch.Tensor  # (m, T) log pi_ref
     advantages: torch.Tensor  # (m,) A_i of each response
+    rollout_logp: torch.Tensor | None = None  # (m, T) the rollout engine's log-probs, when it has its own
+    weights: torch.Tensor | None = None  # (m, T) ICE-POP's w_t on kept tokens (None: no correction)
 
     def to(self, device: torch.device) -> MicroBatch:
+        optional = [t.to(device) if t is not None else None for t in (self.rollout_logp, self.weights)]
         return MicroBatch(
-            self.batch.to(device), self.old_logp.to(device), self.ref_logp.to(device), self.advantages.to(device)
+            self.batch.to(device),
+            self.old_logp.to(device),
+            self.ref_logp.to(device),
+            self.advantages.to(device),
+            *optional,
         )
 
 
@@ -71,29 +79,78 @@ def micro_batches(
     pad_token_id: int,
     pi_old: LogProbs,
     pi_ref: LogProbs,
+    rollout_logprobs: Sequence[list[float]] = (),
 ) -> list[list[MicroBatch]]:
     """Pack the plan's micro-batches and take pi_old and pi_ref on every response token, before any
-    update; returned grouped as the plan groups them (one list per minibatch)."""
+    update; returned grouped as the plan groups them (one list per minibatch). `rollout_logprobs`:
+    the rollout engine's log-probs of each response's tokens, when it has its own (else empty)."""
     packed = [
         [pack([prompts[i] for i in idx], [responses[i] for i in idx], pad_token_id) for idx in minibatch]
         for minibatch in plan
     ]
     flat = [batch for minibatch in packed for batch in minibatch]
     old, ref = iter(pi_old(flat)), iter(pi_ref(flat))  # all of pi_old's forward passes, then all of pi_ref's
+
+    def rollout_logp(batch: PackedBatch, idx: list[int]) -> torch.Tensor | None:
+        if not rollout_logprobs:
+            return None
+        values = torch.zeros_like(batch.mask)  # (m, T), 0.0 on padding
+        for row, i in enumerate(idx):
+            values[row, : len(rollout_logprobs[i])] = torch.tensor(rollout_logprobs[i])
+        return values
+
     return [
-        [_micro_batch(batch, next(old), next(ref), advantages[idx]) for batch, idx in zip(batches, minibatch)]
+        [
+            _micro_batch(batch, next(old), next(ref), advantages[idx], rollout_logp(batch, idx))
+            for batch, idx in zip(batches, minibatch)
+        ]
         for batches, minibatch in zip(packed, plan)
     ]
 
 
 def _micro_batch(
-    batch: PackedBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor
+    batch: PackedBatch,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    rollout_logp: torch.Tensor | None,
 ) -> MicroBatch:
     """A token pi_old gives probability 0 (-inf: float noise at the nucleus boundary, with top_p < 1)
     leaves the loss and its token count: its mask becomes 0 and its log pi_old 0."""
     outside = (batch.mask > 0) & torch.isneginf(old_logp)
     batch.mask = batch.mask.masked_fill(outside, 0.0)
-    return MicroBatch(batch, old_logp.masked_fill(outside, 0.0), ref_logp, advantages)
+    return MicroBatch(batch, old_logp.masked_fill(outside, 0.0), ref_logp, advantages, rollout_logp)
+
+
+ROLLOUT_METRIC_KEYS = ("rollout/logprob_abs_diff", "rollout/mismatch_k3", "rollout/masked_frac")
+"""What `correct_for_rollout_engine` returns: the mismatch over every response token before the
+correction, and the fraction of them ICE-POP took out of the loss."""
+
+
+def correct_for_rollout_engine(minibatches: list[list[MicroBatch]], config: RunConfig) -> dict[str, float]:
+    """Compare the rollout engine's log-probs with the trainer's pi_old and, with
+    `rollout_correction` icepop, apply ICE-POP (PRORL_SPEC.md section 7b): tokens whose
+    w = pi_old / pi_rollout lies outside [icepop_low, icepop_high] leave the loss and its token
+    count; the rest weigh their L_PPO_t by w. Nothing to do (and no metrics) when the sampler was
+    the policy itself. Metrics are token means over the step: mean |log pi_old - log pi_rollout|,
+    k3 of pi_rollout from pi_old, and the masked fraction."""
+    micros = [m for minibatch in minibatches for m in minibatch if m.rollout_logp is not None]
+    if not micros:
+        return {}
+    tokens = abs_diff = k3 = masked = 0.0
+    for micro in micros:
+        mask = micro.batch.mask
+        tokens += float(mask.sum())
+        abs_diff += float(((micro.old_logp - micro.rollout_logp).abs() * mask).sum())
+        k3 += float((alg.kl_k3(micro.rollout_logp, micro.old_logp) * mask).sum())  # k3 of KL(pi_rollout || pi_old)
+        if config.correction == "icepop":
+            micro.weights, keep = alg.icepop(
+                micro.old_logp, micro.rollout_logp, mask, config.icepop_low, config.icepop_high
+            )
+            masked += float(mask.sum() - keep.sum())
+            micro.batch.mask = keep
+    n = max(tokens, 1.0)
+    return dict(zip(ROLLOUT_METRIC_KEYS, (abs_diff / n, k3 / n, masked / n)))
 
 
 @dataclass
@@ -118,6 +175,8 @@ def loss(
     """
     A = micro.advantages.unsqueeze(1).expand_as(logp)  # (m, T): the same A_i on every token of response i
     pg_loss, clip = alg.ppo_clip_loss(logp, micro.old_logp, A, config.eps_low, config.eps_high)
+    if micro.weights is not None:  # ICE-POP: w_t * L_PPO_t (w is 0 where the mask is)
+        pg_loss = micro.weights * pg_loss
     kl = alg.KL_ESTIMATORS[config.kl_estimator](logp, micro.ref_logp)
     per_token = pg_loss + config.beta * kl
     scalar = alg.LOSS_AGGREGATIONS[config.loss_aggregation](per_token, micro.batch.mask, whole)

@@ -94,6 +94,7 @@ def evaluate_comparison(comparison: Comparison) -> dict[str, Any]:
         batch_size=config.rollout_batch_size,
         format_penalty=config.format_penalty,
         truncated_reward=config.truncated_reward,
+        backend=config.rollout_backend,  # the run's own sampler
     )
     return _jsonable(result.to_dict())
 

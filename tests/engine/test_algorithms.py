@@ -12,7 +12,10 @@ import torch
 
 from prorl_engine import algorithms as alg
 from prorl_engine import schedule
+from prorl_engine import update as upd
 from prorl_engine.config import RunConfig
+from prorl_engine.rollout import PackedBatch
+from prorl_engine.update import MicroBatch
 
 # --- section 6: REINFORCE++-baseline and GRPO -----------------------------------------------------
 
@@ -391,6 +394,83 @@ def test_the_nucleus_passes_gradient_to_the_kept_logits_only():
 
 
 # --- section 4: cosine length penalty and its on/off schedule ---------------------------------------
+
+
+# --- rollout correction: ICE-POP (section 7b) ------------------------------------------------------
+def test_icepop_on_hand_numbers():
+    # pi_old / pi_rollout per token: 1.0, 0.4 (below 0.5), 9.0 (above 5), 2.0, and padding
+    old = torch.log(torch.tensor([[0.5, 0.2, 0.9, 0.4, 0.3]]))
+    rollout = torch.log(torch.tensor([[0.5, 0.5, 0.1, 0.2, 0.9]]))
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    weights, keep = alg.icepop(old, rollout, mask, low=0.5, high=5.0)
+    torch.testing.assert_close(keep, torch.tensor([[1.0, 0.0, 0.0, 1.0, 0.0]]))
+    torch.testing.assert_close(weights, torch.tensor([[1.0, 0.0, 0.0, 2.0, 0.0]]))
+
+
+def test_icepop_bounds_are_inclusive_and_send_no_gradient():
+    old = torch.log(torch.tensor([[0.25, 0.5, 1.0]])).requires_grad_()
+    rollout = torch.log(torch.tensor([[0.5, 0.1, 1.0]]))  # w = 0.5, 5.0, 1.0: all on or inside the bounds
+    weights, keep = alg.icepop(old, rollout, torch.ones(1, 3), low=0.5, high=5.0)
+    torch.testing.assert_close(keep, torch.ones(1, 3))
+    torch.testing.assert_close(weights, torch.tensor([[0.5, 5.0, 1.0]]))
+    assert not weights.requires_grad
+
+
+def packed_for(mask: torch.Tensor) -> PackedBatch:
+    """A packed batch with this response mask (the correction reads only the mask)."""
+    rows, width = mask.shape
+    ids = torch.zeros(rows, width + 1, dtype=torch.long)
+    return PackedBatch(
+        ids, torch.ones_like(ids), torch.zeros(rows, width, dtype=torch.long), mask, torch.zeros_like(ids)
+    )
+
+
+def test_the_rollout_correction_masks_weighs_and_reports_on_hand_numbers():
+    """Two responses of 2 and 3 tokens; pi_old / pi_rollout = 1, 0.25 | 2, 1, 8: ICE-POP over [0.5, 5]
+    drops 2 of the 5 tokens; |log diff| and k3 (of KL(pi_rollout || pi_old): r - 1 - log r) by hand."""
+    ratios = torch.tensor([[1.0, 0.25, 1.0], [2.0, 1.0, 8.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    rollout_logp = torch.full((2, 3), math.log(0.1))
+    old_logp = (rollout_logp + ratios.log()) * mask
+    rollout_logp = rollout_logp * mask
+    batch = PackedBatch(
+        torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 4), torch.zeros(2, 3), mask, torch.zeros(2, 3)
+    )
+    micro = MicroBatch(batch, old_logp, old_logp.clone(), torch.tensor([1.0, -1.0]), rollout_logp)
+    config = RunConfig(rollout_backend="vllm")
+
+    metrics = upd.correct_for_rollout_engine([[micro]], config)
+
+    kept_ratios = [1.0, 0.25, 2.0, 1.0, 8.0]
+    assert metrics["rollout/logprob_abs_diff"] == pytest.approx(sum(abs(math.log(r)) for r in kept_ratios) / 5)
+    assert metrics["rollout/mismatch_k3"] == pytest.approx(sum(r - 1 - math.log(r) for r in kept_ratios) / 5)
+    assert metrics["rollout/masked_frac"] == pytest.approx(2 / 5)
+    torch.testing.assert_close(micro.batch.mask, torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]))
+    torch.testing.assert_close(micro.weights, torch.tensor([[1.0, 0.0, 0.0], [2.0, 1.0, 0.0]]))
+
+    # the loss: w_t * L_PPO_t on the kept tokens, token mean over the 3 kept (theta = old: L_PPO_t = -A)
+    scalar, _ = upd.loss(micro, old_logp, torch.zeros(2, 3), config, alg.BatchSize(tokens=3.0, sequences=2.0))
+    assert float(scalar) == pytest.approx((1.0 * -1.0 + 2.0 * 1.0 + 1.0 * 1.0) / 3)
+
+
+def test_without_correction_the_mismatch_is_reported_and_nothing_is_masked():
+    mask = torch.ones(1, 2)
+    batch = PackedBatch(
+        torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3), torch.zeros(1, 2), mask, torch.zeros(1, 2)
+    )
+    old = torch.log(torch.tensor([[0.5, 0.9]]))
+    micro = MicroBatch(batch, old, old, torch.tensor([1.0]), torch.log(torch.tensor([[0.05, 0.9]])))
+    metrics = upd.correct_for_rollout_engine([[micro]], RunConfig(rollout_backend="vllm", rollout_correction="none"))
+    assert metrics["rollout/logprob_abs_diff"] == pytest.approx(math.log(10) / 2)
+    assert metrics["rollout/masked_frac"] == 0.0
+    assert micro.weights is None and torch.equal(micro.batch.mask, mask)
+    assert upd.correct_for_rollout_engine([[MicroBatch(batch, old, old, torch.tensor([1.0]))]], RunConfig()) == {}
+
+
+def test_auto_correction_is_icepop_for_vllm_and_none_for_hf():
+    assert RunConfig(rollout_backend="vllm").correction == "icepop"
+    assert RunConfig(rollout_backend="hf").correction == "none"
+    assert RunConfig(rollout_backend="vllm", rollout_correction="none").correction == "none"
 
 
 def test_eta_runs_from_eta_max_at_zero_to_eta_min_at_the_context_limit():

@@ -19,7 +19,8 @@ from prorl_engine.cli import BUILT_ON_THE_ENGINE
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "prorl_engine"
-FORBIDDEN = {"django", "celery", "channels", "redis", "channels_redis", "daphne", "vllm"}
+FORBIDDEN = {"django", "celery", "channels", "redis", "channels_redis", "daphne"}
+VLLM_HOME = ENGINE / "vllm_backend.py"  # the one module that may import vLLM, and only inside functions
 PACKAGES = ("prorl_engine", "studio", "worker")
 BUILT_ON_THE_CORE = ("prorl_engine.demo", "prorl_engine.ablations")  # the core is the rest of prorl_engine
 
@@ -127,6 +128,36 @@ def test_the_engine_imports_nothing_from_the_web_stack():
     assert offenders == {}
 
 
+def module_level_roots(path: Path) -> set[str]:
+    """The top-level packages `path` imports outside any function (what importing it imports)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    inside = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for inner in ast.walk(node)
+    }
+    return {root for node in ast.walk(tree) if id(node) not in inside for root in imported_roots_of(node)}
+
+
+def imported_roots_of(node: ast.AST) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {alias.name.split(".")[0] for alias in node.names}
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        return {node.module.split(".")[0]}
+    return set()
+
+
+def test_only_the_vllm_backend_imports_vllm_and_only_when_used():
+    """The engine without vLLM installed still trains with hf: nothing else names vllm, and the
+    backend imports it inside its functions, never when the module is imported."""
+    importers = sorted(
+        str(path.relative_to(ROOT)) for path in (ROOT / "prorl_engine").rglob("*.py") if "vllm" in imported_roots(path)
+    )
+    assert importers == ["prorl_engine/vllm_backend.py"]
+    assert "vllm" not in module_level_roots(VLLM_HOME)
+
+
 def test_no_module_imports_one_that_imports_it_back():
     assert import_cycle(import_graph(ROOT)) is None
 
@@ -157,6 +188,12 @@ def test_the_web_stack_check_sees_a_forbidden_import(tmp_path):
     sample = tmp_path / "bad.py"
     sample.write_text("def f():\n    from django.conf import settings\n    import redis.asyncio\n")
     assert imported_roots(sample) & FORBIDDEN == {"django", "redis"}
+
+
+def test_the_lazy_import_check_sees_a_module_level_import(tmp_path):
+    sample = tmp_path / "backend.py"
+    sample.write_text("import vllm\n\ndef f():\n    from torch import nn\n")
+    assert module_level_roots(sample) == {"vllm"}
 
 
 def test_the_cycle_check_sees_a_circle_hidden_inside_a_function(tmp_path):

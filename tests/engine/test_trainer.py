@@ -566,6 +566,9 @@ class CutLengths:
     def sync_weights(self, model):
         self.backend.sync_weights(model)
 
+    def sleep(self):
+        self.backend.sleep()
+
 
 def two_seeded_steps(model: Path, run_dir: Path, **changes) -> list[dict]:
     """The metrics of a 2-step run of `tiny_config(model, **changes)` sampling through CutLengths."""
