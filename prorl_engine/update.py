@@ -8,6 +8,13 @@
     diagnostics     token means of the step, each metric named once in DIAGNOSTICS
 
 Shapes: M kept responses, m in a micro-batch, T response tokens of that micro-batch.
+
+Across ranks (prorl_engine/distributed.py), each rank updates on the responses it sampled while the
+recipe's statistics stay global: advantages are whitened over the tokens of all ranks, the
+minibatch plan is drawn over all kept responses, the loss is normalised by the whole minibatch's
+token count, and every rank runs as many micro-batches as the busiest one (FSDP's collectives need
+every rank in every forward and backward pass; the extra ones carry no tokens). With one process,
+all of this is what a single process always did.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import torch
 
 from prorl_engine import algorithms as alg
 from prorl_engine.config import RunConfig
+from prorl_engine.distributed import SOLO, Group
 from prorl_engine.rollout import PackedBatch, pack, response_logprobs
 
 Plan = list[list[list[int]]]
@@ -32,17 +40,61 @@ def advantages(estimator: str, shaped: Sequence[float], lengths: Sequence[int], 
     return alg.ADVANTAGE_ESTIMATORS[estimator](rewards, token_counts).flatten().float()
 
 
-def plan_minibatches(M: int, updates: int, micro_batch_size: int) -> Plan:
+Owners = list[tuple[int, int]]
+"""(rank, index among that rank's kept responses) of each response in the step's global order."""
+
+
+def global_advantages(
+    estimator: str,
+    shaped: Sequence[float],
+    lengths: Sequence[int],
+    origins: Sequence[tuple[int, int]],
+    G: int,
+    group: Group = SOLO,
+) -> tuple[torch.Tensor, Owners]:
+    """A_i of this rank's kept responses, (M_local,), computed over the kept responses of every rank
+    in their global order (generation batch, prompt index: the order one process keeps them in),
+    and that order as owners. One process: `advantages` of its own responses, in its own order."""
+    rows = [
+        (origin, rank, index, reward, length)
+        for rank, part in enumerate(group.all_gather(list(zip(origins, shaped, lengths))))
+        for index, (origin, reward, length) in enumerate(part)
+    ]
+    rows.sort(key=lambda row: row[0])  # stable: a group's responses keep their order
+    everyone = advantages(estimator, [row[3] for row in rows], [row[4] for row in rows], G)  # (M,)
+    owners = [(rank, index) for _, rank, index, _, _ in rows]
+    mine = torch.zeros(len(shaped))
+    for position, (rank, index) in enumerate(owners):
+        if rank == group.rank:
+            mine[index] = everyone[position]
+    return mine, owners
+
+
+def plan_minibatches(M: int, updates: int, micro_batch_size: int, owners: Owners | None = None, rank: int = 0) -> Plan:
     """Deal a random permutation of the M responses round-robin into `updates` minibatches, and cut
     each into micro-batches of at most `micro_batch_size` (gradient accumulation). Minibatches left
-    empty (M < updates) are not planned. Draws one torch.randperm from the global RNG."""
+    empty (M < updates) are not planned. Draws one torch.randperm from the global RNG.
+
+    With `owners` (several ranks: M is the global count), each minibatch keeps `rank`'s own
+    responses, as indices among its kept ones, and gets as many micro-batches as the rank with the
+    most; the missing ones are empty lists (micro-batches without tokens)."""
     order = torch.randperm(M).tolist()
-    minibatches = [order[i::updates] for i in range(updates)]
-    return [
-        [minibatch[i : i + micro_batch_size] for i in range(0, len(minibatch), micro_batch_size)]
-        for minibatch in minibatches
-        if minibatch
-    ]
+    minibatches = [order[i::updates] for i in range(updates) if order[i::updates]]
+    if owners is None:
+        return [_cut(minibatch, micro_batch_size) for minibatch in minibatches]
+    plan = []
+    for minibatch in minibatches:
+        by_rank: dict[int, list[int]] = {}
+        for position in minibatch:
+            by_rank.setdefault(owners[position][0], []).append(owners[position][1])
+        most = max(len(_cut(indices, micro_batch_size)) for indices in by_rank.values())
+        mine = _cut(by_rank.get(rank, []), micro_batch_size)
+        plan.append(mine + [[] for _ in range(most - len(mine))])
+    return plan
+
+
+def _cut(indices: list[int], size: int) -> list[list[int]]:
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
 @dataclass
@@ -55,6 +107,7 @@ class MicroBatch:
     advantages: torch.Tensor  # (m,) A_i of each response
     rollout_logp: torch.Tensor | None = None  # (m, T) the rollout engine's log-probs, when it has its own
     weights: torch.Tensor | None = None  # (m, T) ICE-POP's w_t on kept tokens (None: no correction)
+    empty: bool = False  # a stand-in without tokens: this rank has fewer micro-batches than another
 
     def to(self, device: torch.device) -> MicroBatch:
         optional = [t.to(device) if t is not None else None for t in (self.rollout_logp, self.weights)]
@@ -64,6 +117,7 @@ class MicroBatch:
             self.ref_logp.to(device),
             self.advantages.to(device),
             *optional,
+            self.empty,
         )
 
 
@@ -84,15 +138,20 @@ def micro_batches(
     """Pack the plan's micro-batches and take pi_old and pi_ref on every response token, before any
     update; returned grouped as the plan groups them (one list per minibatch). `rollout_logprobs`:
     the rollout engine's log-probs of each response's tokens, when it has its own (else empty)."""
-    packed = [
-        [pack([prompts[i] for i in idx], [responses[i] for i in idx], pad_token_id) for idx in minibatch]
-        for minibatch in plan
-    ]
+
+    def packed_for(idx: list[int]) -> PackedBatch:
+        if not idx:  # an empty micro-batch: one padding token, masked out
+            batch = pack([[pad_token_id]], [[pad_token_id]], pad_token_id)
+            batch.mask.zero_()
+            return batch
+        return pack([prompts[i] for i in idx], [responses[i] for i in idx], pad_token_id)
+
+    packed = [[packed_for(idx) for idx in minibatch] for minibatch in plan]
     flat = [batch for minibatch in packed for batch in minibatch]
     old, ref = iter(pi_old(flat)), iter(pi_ref(flat))  # all of pi_old's forward passes, then all of pi_ref's
 
     def rollout_logp(batch: PackedBatch, idx: list[int]) -> torch.Tensor | None:
-        if not rollout_logprobs:
+        if not rollout_logprobs or not idx:
             return None
         values = torch.zeros_like(batch.mask)  # (m, T), 0.0 on padding
         for row, i in enumerate(idx):
@@ -102,6 +161,8 @@ def micro_batches(
     return [
         [
             _micro_batch(batch, next(old), next(ref), advantages[idx], rollout_logp(batch, idx))
+            if idx
+            else MicroBatch(batch, next(old), next(ref), torch.zeros(1), empty=True)
             for batch, idx in zip(batches, minibatch)
         ]
         for batches, minibatch in zip(packed, plan)
@@ -127,16 +188,18 @@ ROLLOUT_METRIC_KEYS = ("rollout/logprob_abs_diff", "rollout/mismatch_k3", "rollo
 correction, and the fraction of them ICE-POP took out of the loss."""
 
 
-def correct_for_rollout_engine(minibatches: list[list[MicroBatch]], config: RunConfig) -> dict[str, float]:
+def correct_for_rollout_engine(
+    minibatches: list[list[MicroBatch]], config: RunConfig, group: Group = SOLO
+) -> dict[str, float]:
     """Compare the rollout engine's log-probs with the trainer's pi_old and, with
     `rollout_correction` icepop, apply ICE-POP (PRORL_SPEC.md section 7b): tokens whose
     w = pi_old / pi_rollout lies outside [icepop_low, icepop_high] leave the loss and its token
     count; the rest weigh their L_PPO_t by w. Nothing to do (and no metrics) when the sampler was
     the policy itself. Metrics are token means over the step: mean |log pi_old - log pi_rollout|,
     k3 of pi_rollout from pi_old, and the masked fraction."""
-    micros = [m for minibatch in minibatches for m in minibatch if m.rollout_logp is not None]
-    if not micros:
+    if config.rollout_backend == "hf":  # the sampler is the policy: w = 1
         return {}
+    micros = [m for minibatch in minibatches for m in minibatch if m.rollout_logp is not None]
     tokens = abs_diff = k3 = masked = 0.0
     for micro in micros:
         mask = micro.batch.mask
@@ -149,6 +212,7 @@ def correct_for_rollout_engine(minibatches: list[list[MicroBatch]], config: RunC
             )
             masked += float(mask.sum() - keep.sum())
             micro.batch.mask = keep
+    tokens, abs_diff, k3, masked = group.sum([tokens, abs_diff, k3, masked])
     n = max(tokens, 1.0)
     return dict(zip(ROLLOUT_METRIC_KEYS, (abs_diff / n, k3 / n, masked / n)))
 
@@ -204,16 +268,21 @@ def update(
     minibatches: list[list[MicroBatch]],
     config: RunConfig,
     device: torch.device,
+    group: Group = SOLO,
 ) -> dict[str, float]:
     """One optimizer step per minibatch (gradients accumulated over its micro-batches, clipped to
     max_grad_norm), then the diagnostics: DIAGNOSTICS as token means over the step, and the mean
-    gradient norm."""
+    gradient norm. Across ranks, the minibatch's size and the diagnostics are summed over all of
+    them; FSDP averages the ranks' gradients, and each rank's loss is its share of the global
+    mean, so the loss is scaled by the number of ranks to make that average their sum. (FSDP's
+    own divide factor would need ReduceOp.PREMUL_SUM, which gloo lacks.)"""
     sums, tokens, grad_norms = dict.fromkeys(DIAGNOSTICS, 0.0), 0.0, []
     for minibatch in minibatches:
-        whole = alg.BatchSize(
-            tokens=float(sum(m.batch.mask.sum() for m in minibatch)),
-            sequences=float(sum(len(m.advantages) for m in minibatch)),
-        )
+        size = [
+            float(sum(m.batch.mask.sum() for m in minibatch)),
+            float(sum(len(m.advantages) for m in minibatch if not m.empty)),
+        ]
+        whole = alg.BatchSize(*group.sum(size))
         optimizer.zero_grad(set_to_none=True)
         for micro in minibatch:
             micro = micro.to(device)
@@ -221,13 +290,16 @@ def update(
                 policy, micro.batch, with_entropy=True, temperature=config.temperature, top_p=config.top_p
             )  # (m, T)
             scalar, terms = loss(micro, logp, entropy, config, whole)
-            scalar.backward()
+            (scalar * group.world if group.world > 1 else scalar).backward()
             with torch.no_grad():
                 mask = micro.batch.mask
                 tokens += float(mask.sum())  # CPU-GPU sync, as every float() below
                 for key, value in DIAGNOSTICS.items():
                     sums[key] += float((value(terms) * mask).sum())
-        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)))
+        norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+        grad_norms.append(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))  # a DTensor when sharded
         optimizer.step()
+    *diagnostics, tokens = group.sum([*sums.values(), tokens])
     n = max(tokens, 1.0)
-    return {**{key: total / n for key, total in sums.items()}, "policy/grad_norm": sum(grad_norms) / len(grad_norms)}
+    means = {key: total / n for key, total in zip(sums, diagnostics)}
+    return {**means, "policy/grad_norm": sum(grad_norms) / len(grad_norms)}

@@ -123,14 +123,18 @@ class VLLMBackend:
         self.sleep_mode = sleep_mode
         self.asleep: set[str] = set()  # the memory vLLM has released: "weights", "kv_cache"
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, seeds: list[int] | None = None
+    ) -> list[Generation]:
         from vllm import SamplingParams as VLLMSamplingParams
         from vllm.inputs import TokensPrompt
 
         self._wake("weights", "kv_cache")
-        # One draw from the global RNG per call: the run's seed and a checkpoint's RNG state fix it.
-        # Prompt i gets seed + i * n, and vLLM gives its k-th sample seed + i * n + k.
-        seed = int(torch.randint(0, 2**31 - 1 - len(prompts) * params.n, (1,)))
+        if seeds is None:
+            # One draw from the global RNG per call: the run's seed and a checkpoint's RNG state fix it.
+            # Prompt i gets seed + i * n, and vLLM gives its k-th sample seed + i * n + k.
+            seed = int(torch.randint(0, 2**31 - 1 - len(prompts) * params.n, (1,)))
+            seeds = [seed + index * params.n for index in range(len(prompts))]
         requests = [
             VLLMSamplingParams(
                 n=params.n,
@@ -138,7 +142,7 @@ class VLLMBackend:
                 top_p=params.top_p,
                 top_k=0,  # the whole vocabulary, as generate(top_k=0)
                 max_tokens=params.max_new_tokens,
-                seed=seed + index * params.n,
+                seed=seeds[index],
                 stop_token_ids=[self.eos_token_id],
                 logprobs=0,  # the sampled token's own log-prob
                 detokenize=False,
@@ -187,9 +191,14 @@ def _reload_weights(worker, weights: Iterator[tuple[str, torch.Tensor]]) -> None
 
 
 def _parameters(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) of every parameter, by reference: vLLM copies each into its own layout."""
+    """(name, tensor) of every parameter, by reference: vLLM copies each into its own layout. A
+    parameter sharded by FSDP2 (a DTensor) is gathered whole, one at a time: every rank syncs its
+    own engine at the same point, so each gather is a collective they all join."""
+    from torch.distributed.tensor import DTensor
+
     for name, parameter in model.named_parameters():
-        yield name, parameter.detach()
+        value = parameter.detach()
+        yield name, value.full_tensor() if isinstance(value, DTensor) else value
 
 
 _engine: tuple[EngineSpec, object] | None = None  # this process's vLLM engine and what it was built with

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Q
 
 from studio.models import Command, Event, Run, RunStatus
 from studio.run_status import record_status
@@ -91,12 +92,22 @@ def _stop_queued(run: Run, user: AbstractBaseUser) -> bool:
 
 
 def outcomes(run: Run, commands: list[Command]) -> dict[int, Outcome]:
-    """The outcome of each command, from the "command" events the engine logged for them."""
-    ids = [str(c.pk) for c in commands]
-    applied = dict(Event.objects.filter(run=run, kind="command", data__id__in=ids).values_list("data__id", "step"))
+    """The outcome of each command, from the "command" events the engine logged for them.
+
+    The event's `data.id` is the command's primary key, stored as a JSON number or a JSON string
+    (the engine's Command.id is text; other writers log the integer). A JSON key lookup compares
+    types on every database (SQLite's JSON_EXTRACT yields 5 or '5', PostgreSQL compares jsonb
+    values), so both forms are asked for and read back as int."""
+    pks = [c.pk for c in commands]
+    matching = Q(data__id__in=pks) | Q(data__id__in=[str(pk) for pk in pks])
+    applied: dict[int, int] = {}
+    for event_id, step in (
+        Event.objects.filter(matching, run=run, kind="command").order_by("step", "id").values_list("data__id", "step")
+    ):
+        applied.setdefault(int(event_id), step)  # the first application, should an id be logged twice
     result = {}
     for command in commands:
-        step = applied.get(str(command.pk))
+        step = applied.get(command.pk)
         if step is not None:
             result[command.pk] = Outcome("applied", step)
         else:

@@ -1,7 +1,8 @@
 """Comparisons: choose two or more checkpoints (of one run or several) or base models, and an
 evaluation job on a worker (worker/eval_tasks.py, queue `eval`) has each answer the same held-out
-prompts; the page shows pass@k per task and domain and mean lengths side by side with their
-differences, and every prompt's completions with rewards and verifier details.
+prompts; the page shows pass@k (with its standard error over the prompts) per task and domain and
+mean lengths side by side, each model's difference from a reference column the person chooses (the
+base model by default), and every prompt's completions with rewards and verifier details.
 
 Who may: starting a comparison needs `can_compare_run` on every run whose checkpoint is in it;
 seeing one needs being its owner, or `can_view_run` on every run it uses.
@@ -9,6 +10,7 @@ seeing one needs being its owner, or `can_view_run` on every run it uses.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -248,13 +250,17 @@ def start_comparison(owner, cleaned: dict[str, Any]) -> Comparison:
 @login_required
 def compare_detail(request: HttpRequest, comparison_id: int) -> HttpResponse:
     comparison = _comparison_for(request, comparison_id)
+    labels = [e["label"] for e in comparison.entries]
+    chosen = request.GET.get("reference", "")
+    reference = int(chosen) if chosen.isascii() and chosen.isdigit() and int(chosen) < len(labels) else None
     context = {
         "comparison": comparison,
-        "labels": [e["label"] for e in comparison.entries],
+        "labels": labels,
         "error": shown_error(request.user, comparison),
+        "reference": default_reference(comparison.entries) if reference is None else reference,
     }
     if comparison.status == Comparison.Status.FINISHED and comparison.result:
-        context.update(side_by_side(comparison.result))
+        context.update(side_by_side(comparison.result, context["reference"]))
     return render(request, "studio/compare_detail.html", context)
 
 
@@ -275,41 +281,122 @@ def compare_data(request: HttpRequest, comparison_id: int) -> JsonResponse:
     )
 
 
-def side_by_side(result: dict[str, Any]) -> dict[str, Any]:
-    """Rows for the page: metrics with each model's difference from the first column, and each
-    prompt's answers with the differences marked (pass rate per model, changed responses)."""
+LOWER_IS_BETTER = frozenset({"length/truncated_frac"})
+SAMPLES_SHOWN = 2  # completions of a model shown per prompt; the rest fold under "n more"
+
+
+def direction(key: str) -> int:
+    """+1 for a metric that should go up (pass@k, rewards), -1 for one that should go down (the
+    fraction of responses cut off by the budget), 0 where no direction is better (lengths, KL,
+    entropy, throughput...): only a known direction earns a delta its colour."""
+    stat = key.rsplit("/", 1)[-1]
+    if stat.startswith("pass@") or stat in ("mean_reward", "verifier_mean") or key.startswith("reward/"):
+        return 1
+    if key in LOWER_IS_BETTER:
+        return -1
+    return 0
+
+
+def default_reference(entries: list[dict[str, Any]]) -> int:
+    """The column the others are measured against: the first base model, else the first column."""
+    return next((i for i, entry in enumerate(entries) if not entry.get("run")), 0)
+
+
+def standard_errors(result: dict[str, Any]) -> dict[tuple[str, str], float]:
+    """(metric key, label) -> standard error of each pass@k over the comparison's prompts: the
+    sample standard deviation of the per-prompt unbiased pass@k divided by sqrt(prompts), for every
+    scope (all, a domain, a task) with at least two prompts."""
+    from prorl_engine.algorithms import pass_at_k
+
     labels = result["labels"]
-    first = labels[0]
+    errors: dict[tuple[str, str], float] = {}
+    for key in result["metrics"]:
+        parts = key.split("/")
+        if len(parts) != 3 or not parts[2].startswith("pass@") or not parts[2][5:].isdigit():
+            continue
+        scope, k = parts[1], int(parts[2][5:])
+        entries = [e for e in result["prompts"] if scope in ("all", e["task"], e["domain"])]
+        for label in labels:
+            values = []
+            for entry in entries:
+                answers = entry["answers"].get(label, [])
+                if len(answers) >= k:
+                    values.append(pass_at_k(len(answers), sum(bool(a["correct"]) for a in answers), k))
+            if len(values) >= 2:
+                mean = sum(values) / len(values)
+                variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+                errors[(key, label)] = math.sqrt(variance / len(values))
+    return errors
+
+
+def _tone(delta: float | None, sign: int) -> str:
+    """The delta's classes: better / worse where the metric has a direction, neutral where it has none."""
+    if delta is None or delta == 0:
+        return ""
+    if sign == 0:
+        return "neutral"
+    return "better up" if delta * sign > 0 else "worse down"  # up / down: studio.css's green / red
+
+
+def side_by_side(result: dict[str, Any], reference: int = 0) -> dict[str, Any]:
+    """Rows for the page, each model against the `reference` column: metrics with their difference
+    (coloured only where the metric's direction is known) and pass@k's standard error; each prompt's
+    answers, a completion marked only where its correctness differs from the reference's answer to
+    the same sample, the first SAMPLES_SHOWN shown and the rest folded."""
+    labels = result["labels"]
+    reference = reference if 0 <= reference < len(labels) else 0
+    ref = labels[reference]
     domains = {entry["domain"] for entry in result["prompts"]}
+    errors = standard_errors(result)
     metrics = []
     for key in sorted(result["metrics"], key=_metric_order):
         row = result["metrics"][key]
+        sign = direction(key)
         cells = []
         for label in labels:
-            value, base = row.get(label), row.get(first)
-            delta = value - base if label != first and value is not None and base is not None else None
-            cells.append({"value": value, "delta": delta, "delta_text": "" if delta is None else f"{delta:+.3f}"})
+            value, base = row.get(label), row.get(ref)
+            delta = value - base if label != ref and value is not None and base is not None else None
+            cells.append(
+                {
+                    "value": value,
+                    "delta": delta,
+                    "delta_text": "" if delta is None else f"{delta:+.3f}",
+                    "tone": _tone(delta, sign),
+                    "se": errors.get((key, label)),
+                    "reference": label == ref,
+                }
+            )
         name = key.split("/")[1] if key.count("/") >= 2 else key
         scope = "all" if name == "all" else "domain" if name in domains else "task"
-        metrics.append({"key": key, "scope": scope, "cells": cells})
+        metrics.append({"key": key, "scope": scope, "cells": cells, "direction": sign})
     prompts = []
     for entry in result["prompts"]:
         answers = [entry["answers"].get(label, []) for label in labels]
         rates = [sum(a["correct"] for a in answer) / len(answer) if answer else None for answer in answers]
-        reference = answers[0]
+        ref_answers, ref_rate = answers[reference], rates[reference]
         columns = []
-        for label, answer, rate in zip(labels, answers, rates):
+        for index, (label, answer, rate) in enumerate(zip(labels, answers, rates)):
             samples = [
-                {**a, "changed": i >= len(reference) or a["response"] != reference[i]["response"]}
+                {
+                    **a,
+                    "changed": index != reference
+                    and i < len(ref_answers)
+                    and bool(a["correct"]) != bool(ref_answers[i]["correct"]),
+                }
                 for i, a in enumerate(answer)
             ]
+            compared = index != reference and rate is not None and ref_rate is not None
             columns.append(
                 {
                     "label": label,
                     "rate": rate,
+                    "shown": samples[:SAMPLES_SHOWN],
+                    "folded": samples[SAMPLES_SHOWN:],
                     "samples": samples,
-                    "better": rate is not None and rates[0] is not None and rate > rates[0],
-                    "worse": rate is not None and rates[0] is not None and rate < rates[0],
+                    "changed": sum(s["changed"] for s in samples),
+                    "reference": index == reference,
+                    "better": compared and rate > ref_rate,
+                    "worse": compared and rate < ref_rate,
                 }
             )
         prompts.append(
@@ -319,7 +406,15 @@ def side_by_side(result: dict[str, Any]) -> dict[str, Any]:
                 "differs": len({r for r in rates if r is not None}) > 1,
             }
         )
-    return {"metrics": metrics, "prompts": prompts, "differing": sum(p["differs"] for p in prompts)}
+    return {
+        "metrics": metrics,
+        "prompts": prompts,
+        "differing": sum(p["differs"] for p in prompts),
+        "changed": sum(c["changed"] for p in prompts for c in p["columns"]),
+        "completions": sum(len(c["samples"]) for p in prompts for c in p["columns"] if not c["reference"]),
+        "reference": reference,
+        "reference_label": ref,
+    }
 
 
 def _metric_order(key: str) -> tuple:

@@ -5,6 +5,12 @@ when the page was opened from a share link: the token, not a login, lets it in).
 the run's group first, then sends every stored point after that step, then forwards live
 payloads, dropping points it already sent and filling any hole from the database. A reconnecting
 browser therefore gets exactly the steps it missed: no gap, no duplicate.
+
+Besides the worker's payloads, the consumer sends what the page lists from the database, whenever
+an event changes it: {"kind": "checkpoints"} (after a checkpoint event, or one pruned) and, to those
+who may steer the run, {"kind": "commands"} (after a command event: each command with its outcome).
+A socket a share link let in gets {"kind": "revoked"} just before it closes when the link is
+revoked (close code 4403, as for an expired link), so the page says why and stops reconnecting.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from studio.models import Event, MetricPoint, Run, Sample
+from studio.commands import command_payload, outcomes
+from studio.models import Command, Event, MetricPoint, Run, Sample
 from studio.payloads import (
     EventPayload,
     MetricsPayload,
@@ -31,9 +38,12 @@ from studio.payloads import (
     viewer_error,
     viewer_event,
 )
-from studio.permissions import can_see_run_details, can_view_run, share_link_for
+from studio.permissions import can_control_run, can_see_run_details, can_view_run, share_link_for
+from studio.views import shown_checkpoints
 
 BACKLOG_CHUNK = 2000
+RECENT_COMMANDS = 10  # as many as the run page lists
+CLOSE_REFUSED = 4403  # no (more) access: the page stops reconnecting
 
 
 class RunConsumer(AsyncJsonWebsocketConsumer):
@@ -43,12 +53,13 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     share_link_id: int | None = None  # set when a share link let this socket in
     share_expires_at: float | None = None
     details: bool = False  # the full error and server paths (can_see_run_details); else viewer forms
+    can_control: bool = False  # may steer the run (can_control_run): gets the command list
 
     async def connect(self) -> None:
         run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
         run = await self._visible_run(run_id, _query(self.scope.get("query_string", b""), "share"))
         if run is None:
-            await self.close(code=4403)
+            await self.close(code=CLOSE_REFUSED)
             return
         self.run = run
         self.last_step = _after(self.scope.get("query_string", b""))
@@ -62,7 +73,7 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         `run_share_revoked`)."""
         expired = self.share_expires_at is not None and time.time() >= self.share_expires_at
         if expired and message["type"].startswith("run."):
-            await self.close(code=4403)
+            await self.close(code=CLOSE_REFUSED)
             return
         await super().dispatch(message)
 
@@ -91,6 +102,10 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
             return
         self.sent_events.add(event["id"])
         await self.send_json({"kind": "event", "event": self._for_viewer(event)})
+        if event["kind"] in ("checkpoint", "checkpoint_removed"):
+            await self.send_json({"kind": "checkpoints", "checkpoints": await self._checkpoints()})
+        if event["kind"] == "command" and self.can_control:
+            await self.send_json({"kind": "commands", "commands": await self._commands()})
 
     async def run_samples(self, payload: SamplesPayload) -> None:
         await self.send_json({"kind": "samples", "rows": payload["rows"]})
@@ -107,7 +122,8 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
 
     async def run_share_revoked(self, payload: ShareRevokedPayload) -> None:
         if self.share_link_id == payload["link"]:
-            await self.close(code=4403)
+            await self.send_json({"kind": "revoked"})
+            await self.close(code=CLOSE_REFUSED)
 
     async def run_rewind(self, payload: RewindPayload) -> None:
         self.last_step = min(self.last_step, payload["step"])
@@ -152,7 +168,24 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         if run is None or not can_view_run(self.scope["user"], run):
             return None
         self.details = can_see_run_details(self.scope["user"], run)
+        self.can_control = can_control_run(self.scope["user"], run)
         return run
+
+    @database_sync_to_async
+    def _checkpoints(self) -> list[dict]:
+        """The run page's checkpoint list, in this socket's (viewer's) form."""
+        return shown_checkpoints(self.run, self.details)
+
+    @database_sync_to_async
+    def _commands(self) -> list[dict]:
+        """The run's latest commands, newest first, with outcomes (studio.commands)."""
+        recent = list(
+            Command.objects.filter(run_id=self.run.pk)
+            .select_related("requested_by")
+            .order_by("-created_at", "-id")[:RECENT_COMMANDS]
+        )
+        found = outcomes(self.run, recent)
+        return [command_payload(command, found[command.pk]) for command in recent]
 
     @database_sync_to_async
     def _backlog(self, after: int) -> tuple[list[dict], list[dict], list[dict], dict]:

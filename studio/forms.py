@@ -10,6 +10,7 @@ from django import forms
 from django.utils.html import format_html, format_html_join
 
 from prorl_engine.config import MAX_CONFIG_CHARS, ConfigError, FieldSpec, RunConfig, parse_yaml
+from studio import watchdogs as watchdog_rules
 from studio.models import Run
 from studio.paths import User, forkable_checkpoints, operator_policy, path_policy_for, usable_models
 
@@ -63,6 +64,10 @@ class RunForm(forms.Form):
     puts each of its messages on the field it names."""
 
     name = forms.CharField(max_length=200, help_text="A name for the run list.")
+    # Watchdog rules on the run's health (studio.watchdogs), the ProRL defaults offered.
+    watchdogs = watchdog_rules.rules_field(initial=watchdog_rules.DEFAULT_RULES, label="watchdog rules")
+    watchdog_webhook = watchdog_rules.webhook_field()
+    watchdog_email = watchdog_rules.email_field()
 
     def __init__(self, *args: Any, user: User | None = None, fork_parent: Run | None = None, **kwargs: Any):
         """`user`: whose run it is; its paths must be ones `user` may use (studio.paths), and the
@@ -76,6 +81,23 @@ class RunForm(forms.Form):
             self.fields["model_path"].widget = SuggestingInput("model-path-choices", lambda: model_suggestions(user))
         self.config: RunConfig | None = None
         self.values: dict[str, Any] = {}
+
+    def clean_watchdogs(self) -> list[watchdog_rules.RuleSpec]:
+        return watchdog_rules.clean_rules_field(self.cleaned_data["watchdogs"])
+
+    def clean_watchdog_webhook(self) -> str:
+        return watchdog_rules.clean_webhook_field(self.cleaned_data["watchdog_webhook"])
+
+    def clean_watchdog_email(self) -> str:
+        return watchdog_rules.clean_email_field(self.cleaned_data["watchdog_email"])
+
+    def watchdog_fields(self) -> list[forms.BoundField]:
+        return [self["watchdogs"], self["watchdog_webhook"], self["watchdog_email"]]
+
+    def save_watchdogs(self, run: Run, user: User) -> None:
+        """Store the form's watchdog rules on the run it launched (a valid form only)."""
+        data = self.cleaned_data
+        watchdog_rules.save_rules(run, data["watchdogs"], data["watchdog_webhook"], data["watchdog_email"], user)
 
     def groups(self) -> list[tuple[str, str, list[forms.BoundField]]]:
         """(group, title, bound fields) in the engine's group order, for the template's fieldsets."""

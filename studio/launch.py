@@ -46,5 +46,6 @@ def launch_run(
             cloned_from=cloned_from,
             **fork,
         )
-        transaction.on_commit(lambda: queue.enqueue(queue.TRAIN_RUN, run.pk))
+        route = queue.training_queue(config.gpus)
+        transaction.on_commit(lambda: queue.enqueue(queue.TRAIN_RUN, run.pk, route))
     return run

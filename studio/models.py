@@ -34,6 +34,8 @@ class RunStatus(models.TextChoices):
 
 
 TERMINAL_STATUSES = (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.STOPPED)
+NOTES_MAX_CHARS = 5000
+TAG_MAX_CHARS = 40
 
 
 class Run(models.Model):
@@ -80,6 +82,9 @@ class Run(models.Model):
     resumed_from_step = models.PositiveIntegerField(default=0, help_text="Step the current attempt started after.")
     worker = models.CharField(max_length=200, blank=True, help_text="The worker holding the run's lease.")
     heartbeat = models.FloatField(null=True, blank=True, help_text="Unix time of the worker's last lease renewal.")
+    notes = models.TextField(
+        blank=True, max_length=NOTES_MAX_CHARS, help_text="What the run is for and what came of it, for the runs table."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -169,6 +174,21 @@ class Checkpoint(models.Model):
     class Meta:
         ordering = ["run", "step"]
         constraints = [models.UniqueConstraint(fields=["run", "step"], name="checkpoint_run_step_unique")]
+
+
+class RunTag(models.Model):
+    """A label on a run ("baseline", "lr-sweep"): the runs table filters by it. Tags belong to runs,
+    not to people: whoever may edit a run (studio.permissions.can_control_run) adds or removes them."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=TAG_MAX_CHARS, db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="runtag_run_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Command(models.Model):
@@ -385,3 +405,92 @@ def _delete_uploaded_file(sender: type[RegisteredDataset], instance: RegisteredD
             shutil.rmtree(folder, ignore_errors=True)
 
     transaction.on_commit(remove)
+
+
+# --- watchdogs: rules on a live run's health (studio/watchdogs.py) --------------------------------
+
+
+class Watchdog(models.Model):
+    """A rule on one run: a metric below or above a threshold for a number of consecutive steps
+    ("policy/entropy below 0.05 for 20 steps"), or no new step for some minutes; when it holds, it
+    fires once (an Event of kind "watchdog") and takes its action, then re-arms when it stops
+    holding. Its state (`streak`, `tripped`, `last_step_at`) is kept here so that it survives
+    the sink's batches, worker restarts and edits of other rules."""
+
+    class Kind(models.TextChoices):
+        METRIC = "metric"
+        STALE = "stale", "no new step"
+
+    class Direction(models.TextChoices):
+        BELOW = "below", "below"
+        ABOVE = "above", "above"
+
+    class Action(models.TextChoices):
+        NOTIFY = "notify", "notify"
+        PAUSE = "pause", "pause"
+        RESET_REFERENCE = "reset_reference", "reset reference"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="watchdogs")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.METRIC)
+    metric = models.CharField(max_length=100, blank=True, help_text="The metric key, e.g. policy/entropy.")
+    direction = models.CharField(max_length=8, choices=Direction.choices, blank=True)
+    threshold = models.FloatField(null=True, blank=True)
+    for_steps = models.PositiveIntegerField(default=1, help_text="Consecutive steps the condition must hold.")
+    stale_minutes = models.FloatField(null=True, blank=True, help_text="No new step for this long (stale rules).")
+    action = models.CharField(max_length=16, choices=Action.choices, default=Action.NOTIFY)
+    webhook_url = models.URLField(max_length=500, blank=True, help_text='POSTed {"text": ...} when it fires.')
+    email = models.CharField(max_length=500, blank=True, help_text="Comma-separated addresses mailed when it fires.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    streak = models.PositiveIntegerField(default=0, help_text="Consecutive steps the condition has held so far.")
+    tripped = models.BooleanField(default=False, help_text="Fired, and the condition has held ever since.")
+    last_step_at = models.FloatField(null=True, blank=True, help_text="Unix time a new step last arrived.")
+    fired_count = models.PositiveIntegerField(default=0)
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+    last_fired_step = models.PositiveIntegerField(null=True, blank=True)
+    last_delivery = models.CharField(max_length=500, blank=True, help_text="What became of the last notification.")
+
+    class Meta:
+        ordering = ["run", "id"]
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def condition(self) -> str:
+        """The rule as a person writes it, without its action: "kl/ref above 0.1 for 5 steps"."""
+        if self.kind == self.Kind.STALE:
+            return f"no new step for {self.stale_minutes:g} minutes"
+        steps = f" for {self.for_steps} steps" if self.for_steps > 1 else ""
+        return f"{self.metric} {self.direction} {self.threshold:g}{steps}"
+
+    @property
+    def text(self) -> str:
+        """The rule as the watchdog field holds it (studio.watchdogs.parse_rules reads it back)."""
+        return f"{self.condition} -> {self.get_action_display()}"
+
+
+# --- workers: who consumes the queues (studio/workers.py; written by worker/presence.py) ----------
+
+
+class WorkerPresence(models.Model):
+    """One Celery worker process, as it reports itself every few seconds from a thread of its own
+    (so a worker busy training, which answers no Celery broadcast, still shows as alive)."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="host:pid, the name its run leases carry.")
+    node = models.CharField(max_length=200, help_text="The Celery node name, e.g. gpu-worker@host.")
+    queues = models.JSONField(default=list, help_text="The queues it consumes.")
+    gpus = models.CharField(max_length=200, blank=True, help_text="GPUs it declared (PRORL_WORKER_GPUS).")
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen = models.FloatField(help_text="Unix time of its last report.")
+    stopped_at = models.DateTimeField(null=True, blank=True, help_text="When it shut down cleanly.")
+
+    class Meta:
+        ordering = ["node", "name"]
+
+    def __str__(self) -> str:
+        return self.node or self.name
+
+    def is_alive(self, now: float | None = None) -> bool:
+        """Reported within WORKER_LEASE_S (the run lease's own limit) and not shut down."""
+        return self.stopped_at is None and (now or time.time()) - self.last_seen <= settings.WORKER_LEASE_S

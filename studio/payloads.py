@@ -166,6 +166,37 @@ class ShareRevokedPayload(TypedDict):
     link: int
 
 
+class BusyWorker(TypedDict):
+    """A training worker and the run it holds (`worker` is "a worker" for those who see no host names)."""
+
+    worker: str
+    run: int
+    step: int
+    total: int
+
+
+class QueueInfo(TypedDict):
+    """Why a queued run waits (studio.workers.queue_info): its place in the training queue (1: next;
+    0: a worker has taken it up), the queued runs ahead of it (ids, oldest first, at most
+    QUEUE_AHEAD_SHOWN), how many workers consume the queue and what the busy ones train."""
+
+    position: int
+    ahead: list[int]
+    ahead_count: int
+    workers: int
+    busy: list[BusyWorker]
+    reason: str
+
+
+class QueuePayload(TypedDict):
+    """The queue state of a run: `queue` is None once it is no longer queued."""
+
+    type: Literal["run.queue"]
+    queue: QueueInfo | None
+
+
+QUEUE_AHEAD_SHOWN = 5
+
 RunPayload = MetricsPayload | EventPayload | SamplesPayload | StatusPayload | RewindPayload
 
 
@@ -187,6 +218,10 @@ def status_message(status: str, error: str, progress: Progress) -> StatusPayload
 
 def rewind_message(step: int) -> RewindPayload:
     return {"type": "run.rewind", "step": step}
+
+
+def queue_message(queue: QueueInfo | None) -> QueuePayload:
+    return {"type": "run.queue", "queue": queue}
 
 
 # --- what a viewer sees -------------------------------------------------------------------------

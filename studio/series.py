@@ -54,10 +54,38 @@ def _significant(values: list[float], digits: int = 6) -> list[float]:
     return (np.round(array * scale) / scale).tolist()
 
 
-def chart_data(rows: Iterable[tuple[int, dict[str, float | None]]], target: int) -> dict[str, dict[str, list]]:
-    """{key: {"steps": [...], "values": [...]}} with every curve downsampled to about `target` points."""
+# Other x-axes than the step, as curves of their own (step -> running total), summed over every stored
+# step before downsampling: the pages map a step to its x by interpolating in these (they only grow).
+GENERATED_TOKENS = "cumulative/generated_tokens"
+WALL_S = "cumulative/wall_s"
+AXIS_KEYS = (GENERATED_TOKENS, WALL_S)
+
+
+def cumulative_axes(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Generated tokens so far (`sampling/generated_tokens` is per step) and training wall time so far
+    (`timing/rollout_s` + `timing/train_s`; evaluation time is not counted), each as (steps, totals)."""
     out = {}
-    for key, (steps, values) in to_series(rows).items():
+    if "sampling/generated_tokens" in series:
+        steps, tokens = series["sampling/generated_tokens"]
+        out[GENERATED_TOKENS] = (steps, np.cumsum(tokens))
+    parts = [series[key] for key in ("timing/rollout_s", "timing/train_s") if key in series]
+    if parts:
+        steps = parts[0][0]
+        per_step = sum(np.interp(steps, part_steps, part, left=0.0, right=0.0) for part_steps, part in parts)
+        out[WALL_S] = (steps, np.cumsum(per_step))
+    return out
+
+
+def chart_data(
+    rows: Iterable[tuple[int, dict[str, float | None]]], target: int, axes: bool = False
+) -> dict[str, dict[str, list]]:
+    """{key: {"steps": [...], "values": [...]}} with every curve downsampled to about `target` points;
+    with `axes`, the running totals of `cumulative_axes` too (keys under "cumulative/")."""
+    out = {}
+    series = to_series(rows)
+    if axes:
+        series.update(cumulative_axes(series))
+    for key, (steps, values) in series.items():
         xs, ys = downsample(steps, values, target)
         out[key] = {"steps": xs, "values": _significant(ys)}
     return out

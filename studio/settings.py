@@ -19,6 +19,7 @@ from one address lock that pair out for PRORL_LOGIN_COOLOFF_S seconds (default 9
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -89,6 +90,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "studio.middleware.ContentSecurityPolicyMiddleware",
     "django.middleware.gzip.GZipMiddleware",
+    # static files (when SERVE_STATIC): below GZip, so that what WhiteNoise serves is compressed
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -165,6 +168,11 @@ RUNS_DIR = Path(envstr("PRORL_RUNS_DIR", str(VAR_DIR / "runs")))
 # older than WORKER_LEASE_S has lost its worker and may be taken up by another.
 WORKER_LEASE_S = envfloat("PRORL_WORKER_LEASE_S", 60.0)
 WORKER_TORCH_THREADS = envint("PRORL_TORCH_THREADS", 1)
+# Watchdogs (studio/watchdogs.py): links in their notifications start with PRORL_STUDIO_URL (none
+# when empty); webhooks to loopback and private addresses are refused unless
+# PRORL_WEBHOOK_ALLOW_PRIVATE=true (workers sit inside the cluster, beside its own services).
+STUDIO_URL = envstr("PRORL_STUDIO_URL", "")
+WATCHDOG_PRIVATE_WEBHOOKS = envbool("PRORL_WEBHOOK_ALLOW_PRIVATE", False)
 CHART_POINTS = envint("PRORL_CHART_POINTS", 2000)
 
 # Paths a run may use (studio/paths.py, prorl_engine/paths.py): a model registered for you or your
@@ -246,7 +254,8 @@ CONTENT_SECURITY_POLICY = {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
         "style-src": ["'self'", *PLOTLY_STYLE_HASHES],
-        "img-src": ["'self'", "data:"],
+        # blob: the PNG of a chart (plotly's toImage draws the chart's SVG, as a blob URL, onto a canvas)
+        "img-src": ["'self'", "data:", "blob:"],
         "connect-src": ["'self'"],
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
@@ -275,8 +284,23 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
-# The ASGI server serves static/ itself (the embedded default); production may put a proxy in front.
+# WhiteNoise serves static/ through the ASGI server (the embedded default; SERVE_STATIC=false when
+# a proxy in front serves STATIC_ROOT instead). Straight from the checkout's static/ folder (no
+# collectstatic step), gzip-compressed by GZipMiddleware on the way out (plotly.min.js: 4.7 MB ->
+# about 1.4 MB), or as the .gz/.br files `collectstatic` writes with the compressing storage below.
+# Browsers keep each file PRORL_STATIC_MAX_AGE seconds, then revalidate it by its ETag (a 304); a
+# new release's scripts reach an open browser within that time.
 SERVE_STATIC = envbool("SERVE_STATIC", True)
+if not SERVE_STATIC:
+    MIDDLEWARE.remove("whitenoise.middleware.WhiteNoiseMiddleware")
+WHITENOISE_USE_FINDERS = True
+# STATIC_ROOT exists once `collectstatic` ran; until then WhiteNoise serves static/ alone, as it should.
+warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
+WHITENOISE_MAX_AGE = envint("PRORL_STATIC_MAX_AGE", 3600)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 LOGGING = {
     "version": 1,

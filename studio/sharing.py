@@ -133,7 +133,7 @@ def share_link_revoke(request: HttpRequest, run_id: int, link_id: int) -> HttpRe
 # --- what a link opens (no login) ---------------------------------------------------------------
 
 
-def _shared_run(token: str) -> Run:
+def shared_run(token: str) -> Run:
     link = share_link_for(token)
     if link is None:
         raise Http404("No such link")
@@ -144,7 +144,7 @@ def _shared_run(token: str) -> Run:
 def share_detail(request: HttpRequest, token: str) -> HttpResponse:
     """The live run page, read-only: rendered as for an anonymous visitor, so that no control of
     any kind (each is drawn only for people allowed to use it) can appear on it."""
-    run = _shared_run(token)
+    run = shared_run(token)
     request.user = AnonymousUser()
     response = render_run_page(request, run, share_token=token)
     response["Referrer-Policy"] = "no-referrer"  # the token is in this page's URL
@@ -152,8 +152,14 @@ def share_detail(request: HttpRequest, token: str) -> HttpResponse:
     return response
 
 
+def share_not_found(request: HttpRequest) -> HttpResponse:
+    """Any other URL under /s/: the studio's one 404 (studio.middleware), with DEBUG on too, where
+    an unmatched URL would get Django's page listing every route."""
+    raise Http404("No such link")
+
+
 @require_GET
 def share_metrics(request: HttpRequest, token: str) -> JsonResponse:
-    response = metrics_response(_shared_run(token), details=False)
+    response = metrics_response(shared_run(token), details=False)
     response["Cache-Control"] = "private, no-store"
     return response

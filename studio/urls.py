@@ -1,11 +1,25 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import path, re_path
 
-from studio import api, compare, control, forks, overlay, registry, sharing, teams, views
+from studio import (
+    api,
+    compare,
+    control,
+    export,
+    forks,
+    overlay,
+    registry,
+    runs_table,
+    sharing,
+    teams,
+    views,
+    watchdogs,
+    workers,
+)
 
 urlpatterns = [
-    path("", views.run_list, name="run-list"),
+    path("", runs_table.run_list, name="run-list"),  # the runs table (studio/runs_table.py)
     path("runs/new/", views.run_new, name="run-new"),
     path("runs/import/", views.run_import, name="run-import"),
     path("runs/preview.json", views.run_preview, name="run-preview"),
@@ -13,6 +27,9 @@ urlpatterns = [
     path("runs/<int:run_id>/metrics.json", views.run_metrics, name="run-metrics"),
     path("runs/<int:run_id>/config.yaml", views.run_config_yaml, name="run-config-yaml"),
     path("runs/<int:run_id>/clone/", views.run_clone, name="run-clone"),
+    # every stored point of a run as a file (studio/export.py)
+    path("runs/<int:run_id>/export/metrics.csv", export.run_metrics_csv, name="run-export-csv"),
+    path("runs/<int:run_id>/export/metrics.json", export.run_metrics_json, name="run-export-json"),
     # live control (studio/control.py)
     path("runs/<int:run_id>/reset-reference/", control.run_reset_reference, name="run-reset-reference"),
     path("runs/<int:run_id>/pause/", control.run_pause, name="run-pause"),
@@ -20,6 +37,12 @@ urlpatterns = [
     path("runs/<int:run_id>/stop/", control.run_stop, name="run-stop"),
     path("runs/<int:run_id>/save-checkpoint/", control.run_save_checkpoint, name="run-save-checkpoint"),
     path("runs/<int:run_id>/commands.json", control.run_commands, name="run-commands"),
+    # tags and notes, the queue, watchdogs (studio/runs_table.py, studio/workers.py, studio/watchdogs.py)
+    path("runs/<int:run_id>/annotate/", runs_table.run_annotate, name="run-annotate"),
+    path("runs/<int:run_id>/queue.json", workers.run_queue, name="run-queue"),
+    path("runs/<int:run_id>/cancel/", workers.run_cancel, name="run-cancel"),
+    path("runs/<int:run_id>/watchdogs/", watchdogs.run_watchdogs, name="run-watchdogs"),
+    path("workers/", workers.worker_list, name="worker-list"),
     # forks (studio/forks.py)
     path("runs/<int:run_id>/fork/", forks.run_fork, name="run-fork"),
     path("runs/<int:run_id>/parent-curves.json", forks.run_parent_curves, name="run-parent-curves"),
@@ -36,6 +59,10 @@ urlpatterns = [
     path("runs/<int:run_id>/share-links/<int:link_id>/revoke/", sharing.share_link_revoke, name="share-link-revoke"),
     path("s/<str:token>/", sharing.share_detail, name="share-detail"),
     path("s/<str:token>/metrics.json", sharing.share_metrics, name="share-metrics"),
+    path("s/<str:token>/export/metrics.csv", export.share_metrics_csv, name="share-export-csv"),
+    path("s/<str:token>/export/metrics.json", export.share_metrics_json, name="share-export-json"),
+    # anything else under a share link is the plain 404 (a view's Http404, so never DEBUG's list of routes)
+    re_path(r"^s/", sharing.share_not_found, name="share-not-found"),
     # the registry of models and data sets runs may use (studio/registry.py)
     path("registry/", registry.registry_list, name="registry-list"),
     path("registry/upload/", registry.registry_upload, name="registry-upload"),

@@ -7,8 +7,6 @@ import time
 import yaml
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db.models import F, FloatField, QuerySet
-from django.db.models.functions import Cast
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -29,21 +27,20 @@ from studio.payloads import (
     viewer_error,
     viewer_event,
 )
-from studio.permissions import can_control_run, can_manage_run, can_see_run_details, can_view_run, visible_runs
+from studio.permissions import can_control_run, can_manage_run, can_see_run_details, can_view_run
 from studio.series import chart_data
 
-SORTS = {
-    "name": "name",
-    "status": "status",
-    "owner": "owner__username",
-    "progress": "progress_frac",
-    "reward": "latest_reward",
-    "created": "created_at",
-}
 RECENT_SAMPLES = 20
+RECENT_EVENTS = 30
+RECENT_CHECKPOINTS = 10
+# The event strip above the charts: these kinds, the latest MAX_MARKERS of each (a run that resets
+# every 5 steps for 10^6 steps still sends a bounded page); an eval event keeps only its eval/all/*
+# metrics there (the events table shows all of them).
+MARKER_KINDS = ("reset", "command", "checkpoint", "eval", "watchdog")
+MAX_MARKERS = 5000
 
 
-def _run_for(request: HttpRequest, run_id: int) -> Run:
+def run_for(request: HttpRequest, run_id: int) -> Run:
     """The run, or 404 for anyone who may not see it (no hint that it exists)."""
     run = get_object_or_404(Run.objects.select_related("owner"), pk=run_id)
     if not can_view_run(request.user, run):
@@ -54,24 +51,6 @@ def _run_for(request: HttpRequest, run_id: int) -> Run:
 def config_yaml(values: dict) -> str:
     """A config dict (a run's `shown_config`) as YAML, text as it is ("…/model", not "\\u2026/model")."""
     return yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
-
-
-@require_GET
-@login_required
-def run_list(request: HttpRequest) -> HttpResponse:
-    sort = request.GET.get("sort", "-created")
-    key = SORTS.get(sort.lstrip("-"))
-    if key is None:
-        sort, key = "-created", "created_at"
-    runs: QuerySet[Run] = (
-        visible_runs(request.user)
-        .select_related("owner")
-        .annotate(
-            progress_frac=Cast(F("last_step"), FloatField()) / Cast(F("total_steps"), FloatField()),
-        )
-    )
-    field = F(key).desc(nulls_last=True) if sort.startswith("-") else F(key).asc(nulls_last=True)
-    return render(request, "studio/run_list.html", {"runs": runs.order_by(field, "-id"), "sort": sort})
 
 
 @require_http_methods(["GET", "POST"])
@@ -86,12 +65,13 @@ def run_new(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _render_new(request, form, clone_of, status=400)
     run = launch_run(request.user, form.cleaned_data["name"], form.config, cloned_from=clone_of)
+    form.save_watchdogs(run, request.user)
     return redirect(run)
 
 
 def _clone_source(request: HttpRequest) -> Run | None:
     clone_id = optional_id_param(request.GET, "clone_of")
-    return None if clone_id is None else _run_for(request, clone_id)
+    return None if clone_id is None else run_for(request, clone_id)
 
 
 def _render_new(
@@ -142,7 +122,7 @@ def run_preview(request: HttpRequest) -> JsonResponse:
 @require_GET
 @login_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    return render_run_page(request, _run_for(request, run_id))
+    return render_run_page(request, run_for(request, run_id))
 
 
 def render_run_page(request: HttpRequest, run: Run, share_token: str = "") -> HttpResponse:
@@ -154,8 +134,7 @@ def render_run_page(request: HttpRequest, run: Run, share_token: str = "") -> Ht
         "run": run,
         "run_error": run.error if details else viewer_error(run.error, run.run_dir),
         "progress": run_progress(run),
-        "events": [_shown_event(e, run, details) for e in run.events.order_by("-step", "-id")[:30]],
-        "checkpoints": [_shown_checkpoint(c, run, details) for c in run.checkpoints.order_by("-step")[:10]],
+        "checkpoints": shown_checkpoints(run, details),  # run.js keeps the list current from the websocket
         "config_yaml": config_yaml(shown_config(run, details)),
         "can_control": can_control_run(request.user, run),
         "can_manage": can_manage_run(request.user, run),
@@ -168,10 +147,31 @@ def _shown_event(event: Event, run: Run, details: bool) -> dict:
     return event_payload(event) if details else viewer_event(event_payload(event), run.run_dir)
 
 
-def _shown_checkpoint(checkpoint: Checkpoint, run: Run, details: bool) -> dict:
+def shown_checkpoint(checkpoint: Checkpoint, run: Run, details: bool) -> dict:
     """{"pk", "step", "path"}: the path on the workers, or for a viewer relative to the run ("" outside it)."""
     path = checkpoint.path if details else run_relative(checkpoint.path, run.run_dir) or ""
     return {"pk": checkpoint.pk, "step": checkpoint.step, "path": path}
+
+
+def shown_checkpoints(run: Run, details: bool) -> list[dict]:
+    """The run's latest checkpoints, newest first: the run page's list (and the websocket's update of it)."""
+    return [shown_checkpoint(c, run, details) for c in run.checkpoints.order_by("-step")[:RECENT_CHECKPOINTS]]
+
+
+def marker_payload(event: dict) -> dict:
+    """An event as the strip draws it: an eval event with its eval/all/* metrics only."""
+    if event["kind"] != "eval" or not isinstance(event["data"].get("metrics"), dict):
+        return event
+    metrics = {k: v for k, v in event["data"]["metrics"].items() if k.startswith("eval/all/")}
+    return {**event, "data": {**event["data"], "metrics": metrics}}
+
+
+def _markers(run: Run, details: bool) -> list[dict]:
+    shown = []
+    for kind in MARKER_KINDS:
+        latest = Event.objects.filter(run=run, kind=kind).order_by("-step", "-id")[:MAX_MARKERS]
+        shown.extend(marker_payload(_shown_event(event, run, details)) for event in latest)
+    return sorted(shown, key=lambda e: (e["step"], e["id"]))
 
 
 @require_GET
@@ -179,7 +179,7 @@ def _shown_checkpoint(checkpoint: Checkpoint, run: Run, details: bool) -> dict:
 def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
     """Every curve of the run (downsampled to about CHART_POINTS points each), its resets,
     length-penalty windows, progress and recent samples: what the run page draws first."""
-    run = _run_for(request, run_id)
+    run = run_for(request, run_id)
     return metrics_response(run, details=can_see_run_details(request.user, run))
 
 
@@ -198,14 +198,20 @@ def metrics_response(run: Run, details: bool) -> JsonResponse:
             "worker_lost": run.worker_lost(),
             "progress": run_progress(run),
             "last_step": run.last_step,
-            "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS),
+            "total_steps": run.total_steps,
+            "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS, axes=True),
             "resets": [_shown_event(event, run, details) for event in resets],
             "commands": [
                 _shown_event(event, run, details)
                 for event in Event.objects.filter(run=run, kind="command").order_by("step", "id")
             ],
-            # the charts span the planned run: its windows at chart resolution (bounded for 10^6 steps)
+            # the strip's markers, the events table, the checkpoint list
+            "markers": _markers(run, details),
+            "events": [_shown_event(e, run, details) for e in run.events.order_by("-step", "-id")[:RECENT_EVENTS]],
+            "checkpoints": shown_checkpoints(run, details),
+            # the planned schedule over the whole run, at chart resolution (bounded for 10^6 steps)
             "windows": length_penalty_windows(config, points=settings.CHART_POINTS) if config else [],
+            "planned_resets": planned_reset_steps(config, points=settings.CHART_POINTS) if config else [],
             "samples": [sample_payload(sample) for sample in reversed(samples)],
             "server_time": time.time(),
         }
@@ -215,7 +221,7 @@ def metrics_response(run: Run, details: bool) -> JsonResponse:
 @require_GET
 @login_required
 def run_config_yaml(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_for(request, run_id)
+    run = run_for(request, run_id)
     text = config_yaml(shown_config(run, can_see_run_details(request.user, run)))
     response = HttpResponse(text, content_type="application/yaml; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="run-{run.pk}.yaml"'
@@ -225,7 +231,7 @@ def run_config_yaml(request: HttpRequest, run_id: int) -> HttpResponse:
 @require_GET
 @login_required
 def run_clone(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_for(request, run_id)
+    run = run_for(request, run_id)
     config = shown_config(run, can_see_run_details(request.user, run))  # a viewer names the model and data anew
     form = RunForm(initial={"name": f"{run.name} (copy)", **initial_from_config(config)}, user=request.user)
     return _render_new(request, form, clone_of=run)

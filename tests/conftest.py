@@ -196,14 +196,16 @@ class LiveStudio:
         )
         wait_for_port(self.port, 60, self.server)
 
-    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "ab")
-        process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        environment = {**self.env, **(env or {})}
+        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
         self.processes.append(process)
         return process
 
-    def start_worker(self, name: str, queues: str = "gpu") -> subprocess.Popen:
-        """A Celery worker on `queues` (comma-separated: gpu, eval), returned once it consumes."""
+    def start_worker(self, name: str, queues: str = "gpu", env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A Celery worker on `queues` (comma-separated: gpu, eval), returned once it consumes;
+        `env`: more environment (PRORL_WORKER_GPUS: the GPUs it declares)."""
         log = self.folder / f"{name}.log"
         process = self._spawn(
             name,
@@ -228,6 +230,7 @@ class LiveStudio:
                 "--loglevel",
                 "INFO",
             ],
+            env,
         )
         deadline = time.monotonic() + 120
         while b" ready." not in log.read_bytes():

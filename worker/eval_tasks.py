@@ -3,8 +3,8 @@
 The job runs the engine's `prorl_engine.compare.compare` on the prompts held out by the data mix
 of the config stored with the comparison (the same prompts the run's own evaluations use) and
 stores `Comparison.to_dict()` on the row. Production runs CPU or GPU workers with
-`--queues eval`; the embedded default's one worker listens to `gpu,eval`, so a comparison waits
-for a training run in progress to finish.
+`--queues eval`; the embedded default (`make up`) starts an evaluation worker of its own beside the
+training worker, so a comparison never waits behind a training run.
 
 Paths are checked again here, on this machine's disk, as worker/tasks.py checks a run's: each model
 under the comparison owner's rules (studio.paths), the held-out data under the rules of the run it

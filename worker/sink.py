@@ -40,6 +40,7 @@ from studio.payloads import (
     status_message,
 )
 from studio.run_status import status_changes
+from studio.watchdogs import RunWatchdogs
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class StudioSink:
         self.resumed_from = run.resumed_from_step
         self.last_step = run.last_step
         self.status = run.status
+        self.watchdogs = RunWatchdogs(run.pk)  # metric rules, evaluated on each batch of points
         self.max_batch = max_batch
         self.heartbeat_s = heartbeat_s if heartbeat_s is not None else settings.WORKER_LEASE_S / 4
         self._items: deque[tuple[str, Any]] = deque()
@@ -198,6 +200,7 @@ class StudioSink:
         if reward is not None:
             run_changes["latest_reward"] = reward
         payloads.append(metrics_message(list(points), self.progress()))
+        payloads.extend(event_message(row) for row in self.watchdogs.observe(points))  # firings, as events
         points.clear()
 
     def _write_event(self, event: Event, run_changes: dict[str, Any]) -> list[RunPayload]:

@@ -79,6 +79,9 @@ def _train(run: Run) -> str:
         policy = run_path_policy(run)
         config = policy.resolve(RunConfig.from_dict(run.config, path_policy=policy), MODEL_BUILDERS)
         run.run_dir.mkdir(parents=True, exist_ok=True)
+        if config.gpus > 1:
+            sink.close()  # rank 0 reports through a sink of its own
+            return _train_on_ranks(run, config.gpus)
         # the engine's status events (running, paused, finished, stopped) are the run's status
         Trainer(config, run.run_dir, sink, StudioControl(run), fork_from=_fork_source(run, sink)).train()
     except ConfigError as exc:  # on this machine's disk: a model or data file missing here, or refused
@@ -88,6 +91,32 @@ def _train(run: Run) -> str:
         return _fail(sink, run, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}")
     sink.close()
     return "finished"
+
+
+def _train_on_ranks(run: Run, gpus: int) -> str:
+    """Train `run` as `gpus` ranks under torchrun (worker/rank.py), on the GPUs this worker
+    declares. Their output goes to RUN_DIR/ranks.log; a rank that fails without recording it (killed,
+    out of memory) fails the run here with the log's last lines."""
+    import subprocess
+
+    from prorl_engine.launch import torchrun
+    from worker.gpus import gpu_count
+
+    if gpus > gpu_count():
+        message = f"this worker declares {gpu_count()} GPUs (PRORL_WORKER_GPUS); the run asks for {gpus}"
+        record_status(run.pk, run.last_step, RunStatus.FAILED, message)
+        return "failed"
+    log_path = run.run_dir / "ranks.log"
+    command = [*torchrun(gpus, run_id=f"run-{run.pk}"), "-m", "worker.rank", str(run.pk)]
+    with open(log_path, "ab") as output:
+        code = subprocess.call(command, stdout=output, stderr=subprocess.STDOUT)
+    run.refresh_from_db()
+    if code == 0:
+        return "finished"
+    if not run.is_terminal:
+        tail = log_path.read_bytes()[-4000:].decode("utf-8", errors="replace")
+        record_status(run.pk, run.last_step, RunStatus.FAILED, f"a rank failed (torchrun exit code {code}):\n{tail}")
+    return "failed"
 
 
 def _fork_source(run: Run, sink) -> str | None:

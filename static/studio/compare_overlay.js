@@ -1,26 +1,65 @@
-// Runs side by side: one chart per metric key, one trace per run, from overlay/data.json.
+// Runs side by side: one chart per metric key, one curve per run, from overlay/data.json; smoothing,
+// log scale and zoom shared by all charts (studio/charts.js draws them the way the run page does).
 (function () {
   "use strict";
+  const C = window.studioCharts;
   const root = document.getElementById("overlay");
   const holder = document.getElementById("overlay-charts");
+  const state = { data: null, smoothing: 0, log: false, range: null, charts: [] };
+  window.studioOverlay = state;  // for the browser tests
+
+  function draw(chart) {
+    const key = chart.dataset.metric;
+    const runs = state.data.runs;
+    const traces = [];
+    runs.forEach((run, i) => {
+      const s = run.series[key];
+      if (!s) return;
+      const color = C.PALETTE[i % C.PALETTE.length];
+      traces.push(C.rawTrace(run.name, s.steps, s.values, color, state.smoothing));
+      traces.push(C.mainTrace(run.name, s.steps, s.values, color, state.smoothing));
+    });
+    const layout = C.baseLayout(key, runs.length);
+    layout.showlegend = traces.length > 0;
+    if (/pass@\d+$/.test(key)) layout.yaxis.range = [0, 1];
+    else if (state.log) layout.yaxis.type = "log";
+    if (state.range) layout.xaxis.range = state.range;
+    layout.xaxis.title = { text: "step", font: { size: 10 }, standoff: 4 };
+    layout.annotations = traces.length ? [] : [C.noDataNote()];
+    chart.dataset.empty = traces.length ? "false" : "true";
+    Plotly.react(chart, traces, layout, C.config("overlay-" + key));
+  }
+
+  function onZoom(range) {
+    state.range = range;
+    for (const chart of state.charts) {
+      Plotly.relayout(chart, range ? { "xaxis.range": range } : { "xaxis.autorange": true });
+    }
+  }
 
   async function load() {
     const response = await fetch(root.dataset.url, { credentials: "same-origin" });
-    const data = await response.json();
-    for (const key of data.keys) {
+    state.data = await response.json();
+    for (const key of state.data.keys) {
       const chart = document.createElement("div");
       chart.className = "chart";
       chart.dataset.metric = key;
       holder.appendChild(chart);
-      const traces = data.runs.filter((run) => run.series[key]).map((run) => ({
-        name: run.name, mode: "lines", type: "scatter", x: run.series[key].steps, y: run.series[key].values,
-      }));
-      Plotly.newPlot(chart, traces, {
-        title: { text: key, font: { size: 13 } }, margin: { l: 50, r: 10, t: 30, b: 30 }, height: 240,
-        showlegend: true, legend: { orientation: "h", y: -0.18 },
-      }, { displaylogo: false, responsive: true });
+      state.charts.push(chart);
+      draw(chart);
     }
+    C.syncZoom(state.charts, onZoom);
   }
 
+  const smoothing = document.getElementById("smoothing");
+  if (smoothing) {
+    smoothing.addEventListener("input", () => {
+      state.smoothing = Number(smoothing.value);
+      document.getElementById("smoothing-value").textContent = state.smoothing.toFixed(2);
+      state.charts.forEach(draw);
+    });
+  }
+  const log = document.getElementById("log-scale");
+  if (log) log.addEventListener("change", () => { state.log = log.checked; state.charts.forEach(draw); });
   load();
 })();

@@ -1,6 +1,6 @@
 """In headless Chromium: Alice presses "Reset reference now" on her live tiny run, and a reset marker
-with her name appears on the KL chart within one step; then she stops the run, which saves a
-checkpoint first."""
+with her name appears on the event strip above the charts within one step; then she stops the run,
+which saves a checkpoint first."""
 
 import pytest
 
@@ -10,13 +10,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(trans
 
 KL_CHART = '.chart[data-metric="kl/ref"]'
 KL_POINTS = f"((c) => c && c.data ? c.data[0].x.length : 0)(document.querySelector('{KL_CHART}'))"
+# Markers are drawn on the event strip above the charts (one row per kind, hover text per marker).
 ALICES_MARKER = (
-    f"((c) => (c && c.layout && c.layout.annotations) || [])(document.querySelector('{KL_CHART}'))"
-    ".filter(a => a.text === 'reset: manual (alice)').map(a => a.x)"
+    "((s) => (s && s.data) ? s.data.filter(t => t.meta === 'reset')"
+    ".flatMap(t => t.x.filter((x, i) => t.text[i].includes('reset (manual) by alice'))) : [])"
+    "(document.getElementById('event-strip'))"
 )
 WATCH_FOR_ALICES_MARKER = f"""() => {{
   window.alicesMarker = null;
-  document.querySelector('{KL_CHART}').on('plotly_relayout', () => {{
+  document.getElementById('event-strip').on('plotly_afterplot', () => {{
     const xs = {ALICES_MARKER};
     if (xs.length && window.alicesMarker === null) window.alicesMarker = [xs, window.studioRun.lastStep];
   }});
@@ -52,7 +54,7 @@ def test_alice_resets_the_reference_of_her_live_run_and_sees_her_marker_on_the_k
     markers, chart_step = page.evaluate("window.alicesMarker")
     reset = Event.objects.get(run=run, kind="reset")
     assert reset.data == {"reason": "manual", "requested_by": "alice"} and reset.step >= clicked_at
-    assert markers == [reset.step] and chart_step <= reset.step + 1  # on the chart within one step
+    assert markers == [reset.step] and chart_step <= reset.step + 1  # on the strip within one step
     page.wait_for_function(
         "() => document.querySelector('#commands .outcome').textContent.startsWith('applied at step')", timeout=30_000
     )

@@ -127,7 +127,7 @@ def test_the_trainers_pi_old_at_top_p_0_95_is_the_distribution_the_sampler_drew_
 
     monkeypatch.setattr(trainer.policy, "generate", recording_generate)
     torch.manual_seed(0)
-    rollout, _ = trainer._generate(trainer.mix.draw(4), penalty_on=False)
+    rollout, _ = trainer._generate(trainer.mix.draw(4), None, penalty_on=False)
     ((scores, raw_logits),) = recorded  # one chunk: the 4 prompts x 8 samples, left-padded by the sampler
     batch = pack(rollout.prompts, rollout.responses, trainer.tokenizer.pad_token_id)
     T, mask = batch.targets.shape[1], batch.mask.bool()

@@ -308,7 +308,7 @@ def test_penalize_correct_only_shapes_full_credit_and_leaves_partial_credit_alon
     1.0 is, and every response (8 tokens at T = 8: eta = eta_min) gets lambda_len * -1."""
     monkeypatch.setattr("prorl_engine.rewards.verifier_for", lambda domain: ConstantReward(reward))
     trainer = Trainer(tiny_config(tiny_model, penalize_correct_only=True), tmp_path, JsonlSink(tmp_path))
-    batch, _ = trainer._generate(trainer.mix.draw(2), penalty_on=True)
+    batch, _ = trainer._generate(trainer.mix.draw(2), None, penalty_on=True)
 
     assert [s.correct for s in batch.scores] == [shaped] * 8
     bonus = [value - s.reward for value, s in zip(batch.shaped, batch.scores)]
@@ -374,7 +374,7 @@ class FixedLengths:
     def __init__(self, eos: int, token: int):
         self.eos, self.token = eos, token
 
-    def generate(self, prompts, params):
+    def generate(self, prompts, params, seeds=None):
         from prorl_engine.rollout import Generation
 
         out = []
@@ -547,11 +547,11 @@ class CutLengths:
     def __init__(self, backend, eos: int):
         self.backend, self.eos = backend, eos
 
-    def generate(self, prompts, params):
+    def generate(self, prompts, params, seeds=None):
         from prorl_engine.rollout import Generation
 
         out = []
-        for index, g in enumerate(self.backend.generate(prompts, params)):
+        for index, g in enumerate(self.backend.generate(prompts, params, seeds)):
             keep = self.LENGTHS[index % len(self.LENGTHS)]
             cut = keep < len(g.token_ids)
             out.append(

@@ -18,7 +18,7 @@ def alices_run(alice) -> Run:
 def sent_tasks(monkeypatch) -> dict[str, list[int]]:
     """Task name -> the ids the studio sent it (studio.queue; no broker in these tests)."""
     sent: dict[str, list[int]] = defaultdict(list)
-    monkeypatch.setattr(queue, "enqueue", lambda task, object_id: sent[task].append(object_id))
+    monkeypatch.setattr(queue, "enqueue", lambda task, object_id, route=None: sent[task].append(object_id))
     return sent
 
 

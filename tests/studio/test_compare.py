@@ -113,14 +113,14 @@ def test_bob_as_a_viewer_sees_alices_comparison_but_may_not_start_one(client, al
     assert client.get(Comparison.objects.get().get_absolute_url()).status_code == 200
 
 
-def test_evaluation_jobs_go_to_the_eval_queue_which_the_embedded_worker_consumes():
+def test_evaluation_jobs_go_to_the_eval_queue_which_the_embedded_eval_worker_alone_consumes():
     from studio import up
     from worker.celery import app
 
     assert app.amqp.router.route({}, "worker.eval_tasks.run_comparison")["queue"].name == "eval"
     assert app.amqp.router.route({}, "worker.tasks.train_run")["queue"].name == "gpu"
-    command = up.worker_command()
-    assert set(command[command.index("--queues") + 1].split(",")) == {"gpu", "eval"}
+    queues = {name: up.worker_command(name)[up.worker_command(name).index("--queues") + 1] for name in up.WORKERS}
+    assert queues == {"gpu-worker": "gpu", "eval-worker": "eval"}  # a comparison never waits behind training
 
 
 def answer(response: str, correct: bool) -> dict:

@@ -93,6 +93,8 @@ def test_the_page_shows_each_engine_field_once_in_a_titled_fieldset_of_its_group
     page = Fieldsets()
     page.feed(client.get(reverse("run-new")).content.decode())
     run_form = page.found  # the YAML import form beside it has no fieldset
+    *run_form, watchdogs = run_form  # the studio's own fieldset after the engine's (studio.watchdogs)
+    assert watchdogs[0] == "group-watchdogs" and watchdogs[2] == ["watchdogs", "watchdog_webhook", "watchdog_email"]
     specs = RunConfig.field_specs()
     in_order = list(dict.fromkeys(spec.group for spec in specs))  # groups in the order their first field is declared
     assert [fieldset_id for fieldset_id, _, _ in run_form] == [f"group-{group}" for group in in_order]

@@ -45,8 +45,8 @@ def test_the_run_page_has_a_chart_per_curve_and_serves_plotly_locally(client, al
         "throughput/tokens_per_s",
     ]:
         assert f'data-metric="{metric}"' in page
-    assert 'data-metric-prefix="eval/"' in page
-    assert "/static/studio/plotly.min.js" in page and "cdn" not in page.lower()
+    assert 'data-metric-pattern="^eval/all/pass@[0-9]+$" data-range="0,1"' in page
+    assert "/static/studio/plotly-basic.min.js" in page and "cdn" not in page.lower()
 
 
 def test_metrics_json_downsamples_long_runs_and_lists_resets_and_windows(client, alice, alices_run, settings):

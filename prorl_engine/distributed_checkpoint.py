@@ -1,0 +1,119 @@
+"""Checkpoints of a distributed run: the sharded state through torch.distributed.checkpoint (DCP),
+beside the consolidated files every checkpoint has (checkpoint.py).
+
+    checkpoints/step-000050/
+        config.json, model.safetensors, tokenizer files   the policy, gathered whole (transformers and vLLM load it)
+        reference.safetensors                             pi_ref, gathered whole
+        trainer_state.pt                                  as a single process writes it, but the optimizer
+                                                          is the marker SHARDED: its state is in sharded/
+        sharded/                                          DCP: policy, reference and optimizer shards
+
+A distributed run resumes from sharded/ on any number of ranks (DCP reshards on load); a single
+process resumes from the consolidated weights and reads the optimizer from sharded/ without a
+process group. The run folder must be on storage every rank sees (one machine, or a shared
+filesystem across machines): every rank writes its shards there.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from prorl_engine import checkpoint as ckpt
+from prorl_engine.distributed import Group
+
+SHARDED = {"sharded": "sharded"}  # trainer_state["optimizer"] of a distributed checkpoint
+
+
+def _options(**changes):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(**changes)
+
+
+def save(
+    run_dir: Path,
+    step: int,
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    reference: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    group: Group,
+) -> Path:
+    """Every rank writes its shards; rank 0 writes the consolidated files and renames the folder
+    into place once all shards are written (a crash leaves only a .tmp folder)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    target = ckpt.folder(run_dir) / f"step-{step:06d}"
+    tmp = target.with_name(target.name + ".tmp")
+    if group.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    group.broadcast(None)  # nobody writes shards before the old .tmp is gone
+    whole = _options(full_state_dict=True, cpu_offload=True)
+    policy_weights = get_model_state_dict(policy, options=whole)  # collective; only rank 0 holds the result
+    reference_weights = get_model_state_dict(reference, options=whole)
+    sharded = {
+        "policy": get_model_state_dict(policy),
+        "reference": get_model_state_dict(reference),
+        "optimizer": get_optimizer_state_dict(policy, optimizer),
+    }
+    dcp.save(sharded, checkpoint_id=str(tmp / "sharded"))
+    if group.is_main:
+        policy.save_pretrained(tmp, state_dict=policy_weights)
+        tokenizer.save_pretrained(tmp)
+        tied = getattr(reference.config, "tie_word_embeddings", False)
+        save_file(
+            {k: v.contiguous() for k, v in reference_weights.items() if not (tied and k == "lm_head.weight")},
+            tmp / "reference.safetensors",
+        )
+        torch.save({**state, "optimizer": SHARDED}, tmp / "trainer_state.pt")
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    group.broadcast(None)  # every rank sees the finished checkpoint before going on
+    return target
+
+
+def is_sharded(state: dict[str, Any]) -> bool:
+    return state.get("optimizer") == SHARDED
+
+
+def load(path: Path, policy: torch.nn.Module, reference: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Load a distributed checkpoint's shards into sharded `policy`, `reference` and `optimizer`
+    (any number of ranks); return its trainer state (whose optimizer entry is the marker)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    path = Path(path)
+    state = torch.load(path / "trainer_state.pt", weights_only=False)
+    shards = {
+        "policy": get_model_state_dict(policy),
+        "reference": get_model_state_dict(reference),
+        "optimizer": get_optimizer_state_dict(policy, optimizer),  # allocates the state DCP loads into
+    }
+    dcp.load(shards, checkpoint_id=str(path / "sharded"))
+    set_model_state_dict(policy, shards["policy"])
+    set_model_state_dict(reference, shards["reference"])
+    set_optimizer_state_dict(policy, optimizer, shards["optimizer"])
+    return state
+
+
+def load_optimizer(path: Path, policy: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """A single process resuming a distributed checkpoint: the optimizer state from its shards
+    (DCP reads them without a process group)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    shards = {"optimizer": get_optimizer_state_dict(policy, optimizer)}
+    dcp.load(shards, checkpoint_id=str(Path(path) / "sharded"))
+    set_optimizer_state_dict(policy, optimizer, shards["optimizer"])
