@@ -16,6 +16,7 @@ not missing).
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -86,6 +87,21 @@ def load(path: Path, policy: torch.nn.Module, reference: torch.nn.Module) -> dic
     missing, unexpected = load_model(reference, reference_file, strict=False, device=str(parameter.device))
     _refuse_mismatch(reference_file, missing, unexpected)
     return state
+
+
+def read_policy_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's policy weights (every tensor, tied ones included), on the CPU."""
+    path = Path(path)
+    from safetensors.torch import load_file
+
+    single = path / "model.safetensors"
+    if single.is_file():
+        weights = load_file(single)
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if config.get("tie_word_embeddings") and "lm_head.weight" not in weights:
+            weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+        return weights
+    return _load_policy_strict(path, torch.float32).state_dict()  # a sharded save_pretrained folder
 
 
 def rng_state() -> dict[str, Any]:

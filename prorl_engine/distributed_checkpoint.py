@@ -8,8 +8,9 @@ beside the consolidated files every checkpoint has (checkpoint.py).
                                                           is the marker SHARDED: its state is in sharded/
         sharded/                                          DCP: policy, reference and optimizer shards
 
-A distributed run resumes from sharded/ on any number of ranks (DCP reshards on load); a single
-process resumes from the consolidated weights and reads the optimizer from sharded/ without a
+A distributed run resumes from sharded/ on any number of ranks (DCP reshards on load), or from a
+single process's checkpoint (`load_whole`: every rank reads the whole files and keeps its shards); a
+single process resumes from the consolidated weights and reads the optimizer from sharded/ without a
 process group. The run folder must be on storage every rank sees (one machine, or a shared
 filesystem across machines): every rank writes its shards there.
 """
@@ -105,6 +106,34 @@ def load(path: Path, policy: torch.nn.Module, reference: torch.nn.Module, optimi
     set_model_state_dict(policy, shards["policy"])
     set_model_state_dict(reference, shards["reference"])
     set_optimizer_state_dict(policy, optimizer, shards["optimizer"])
+    return state
+
+
+def load_whole(
+    path: Path, policy: torch.nn.Module, reference: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict:
+    """A single process's checkpoint into sharded models and optimizer: each rank reads the whole
+    weights and optimizer state and keeps its shards. The optimizer's state is keyed by parameter
+    position; the sharded policy has the same parameters in the same order (the optimizer was built
+    over `policy.parameters()` in both), so positions become parameter names."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    path = Path(path)
+    state = torch.load(path / "trainer_state.pt", weights_only=False)
+    whole = _options(full_state_dict=True)
+    set_model_state_dict(policy, ckpt.read_policy_weights(path), options=whole)
+    weights = load_file(path / "reference.safetensors")
+    if getattr(reference.config, "tie_word_embeddings", False):
+        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    set_model_state_dict(reference, weights, options=whole)
+    names = [name for name, _ in policy.named_parameters()]
+    saved = state["optimizer"]
+    by_name = {
+        "state": {names[index]: values for index, values in saved["state"].items()},
+        "param_groups": [{**group, "params": [names[i] for i in group["params"]]} for group in saved["param_groups"]],
+    }
+    set_optimizer_state_dict(policy, optimizer, by_name, options=whole)
     return state
 
 

@@ -349,7 +349,8 @@ class Trainer:
         distributed run loads a distributed checkpoint's shards (on any number of ranks); one
         process loads the consolidated weights, and the optimizer from the shards if it has them."""
         if self.group is not SOLO:
-            self.load_state_dict(dckpt.load(path, self.policy, self.reference, self.optimizer), fork=fork)
+            load = dckpt.load if (Path(path) / "sharded").is_dir() else dckpt.load_whole
+            self.load_state_dict(load(path, self.policy, self.reference, self.optimizer), fork=fork)
         else:
             self.load_state_dict(ckpt.load(path, self.policy, self.reference), fork=fork, path=path)
         self.backend.sync_weights(self.policy)  # a sampler with its own copy of the weights must see them
@@ -372,10 +373,11 @@ class Trainer:
         """The inverse of `state_dict`. For a fork (a new run from another run's checkpoint, with an
         edited config) the data position carries over only when the data mix is unchanged. A
         distributed checkpoint's optimizer is read from its shards in `path` (if not already loaded)."""
-        if not dckpt.is_sharded(state):
-            self.optimizer.load_state_dict(state["optimizer"])
-        elif self.group is SOLO:
-            dckpt.load_optimizer(path, self.policy, self.optimizer)
+        if self.group is SOLO:
+            if dckpt.is_sharded(state):
+                dckpt.load_optimizer(path, self.policy, self.optimizer)
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
         ckpt.set_rng_state(state["rng"])
         if not fork or state["config"]["data"] == self.config.to_dict()["data"]:
             self.mix.load_state_dict(state["data"])

@@ -211,3 +211,32 @@ def test_prorl_train_with_nproc_trains_the_run_across_ranks(tiny_model, tmp_path
     assert f"finished: {run_dir}" in trained.stdout
     assert (ckpt.latest(run_dir) / "sharded" / ".metadata").is_file()  # written by both ranks through DCP
     assert [row["step"] for row in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2]
+
+
+def test_a_single_process_checkpoint_goes_on_across_two_ranks_and_back(tiny_model, tmp_path, hook, monkeypatch):
+    """One process trains 2 steps; 2 ranks take its checkpoint (whole files, each rank keeping its
+    shards) and write it back as a distributed one; one process reads that: the same weights, the
+    same AdamW moments, the same step and data position."""
+    from test_trainer import DigitShare, train
+
+    monkeypatch.setattr("prorl_engine.rewards.verifier_for", lambda domain: DigitShare())
+    config = tiny_config(tiny_model, steps=2, checkpoint_every=2)
+    solo = train(config, tmp_path / "run")
+    before = ckpt.latest(tmp_path / "run")
+    saved = torch.load(before / "trainer_state.pt", weights_only=False)
+    original_weights = weights(before)
+
+    across = launch(config, tmp_path / "run", 2, hook)  # nothing left to train: it re-saves step 2 from its shards
+    assert across.returncode == 0, across.stderr[-3000:]
+    after = ckpt.latest(tmp_path / "run")
+    assert (after / "sharded" / ".metadata").is_file()
+
+    back = Trainer(config, tmp_path / "back", JsonlSink(tmp_path / "back"))
+    back._restore(after)
+    assert back.step == 2 and back.mix.state_dict() == saved["data"]
+    for name, tensor in back.policy.state_dict().items():
+        torch.testing.assert_close(tensor, original_weights.get(name, original_weights["model.embed_tokens.weight"]))
+    moments = [solo.optimizer.state[p]["exp_avg"] for p in solo.policy.parameters()]
+    restored = [back.optimizer.state[p]["exp_avg"] for p in back.policy.parameters()]
+    for theirs, ours in zip(moments, restored, strict=True):
+        torch.testing.assert_close(ours, theirs)
