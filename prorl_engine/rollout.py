@@ -64,7 +64,7 @@ class HFGenerateBackend:
         self.model = model  # generates with the training weights themselves
 
     def sleep(self) -> None:
-        pass  # its memory is the policy's
+        """Nothing to free: this backend samples with the policy itself, whose memory the update needs."""
 
     @torch.no_grad()
     def generate(
