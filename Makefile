@@ -20,7 +20,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec triton
 	touch $(STAMP)
 
-setup: $(STAMP)
+# Front-end libraries (plotly-basic) come from the npm registry, pinned by hash (studio/vendor.py), into var/vendor/.
+VENDORED := var/vendor/plotly-basic.min.js
+$(VENDORED): studio/vendor.py
+	$(PYTHON) -m studio.vendor
+	touch $(VENDORED)
+
+setup: $(STAMP) $(VENDORED)
 
 # System packages: bubblewrap sandboxes model-written code; Debian's Chromium runs the browser tests.
 system:

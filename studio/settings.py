@@ -26,6 +26,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from studio import vendor
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -282,7 +284,9 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# The checkout's own scripts and styles, and the front-end libraries `make setup` fetches into var/vendor/
+# (studio/vendor.py: pinned by hash, not kept in the tree), both under /static/studio/.
+STATICFILES_DIRS = [BASE_DIR / "static", (vendor.STATIC_PREFIX, vendor.VENDOR_DIR)]
 STATIC_ROOT = VAR_DIR / "static"
 # WhiteNoise serves static/ through the ASGI server (the embedded default; SERVE_STATIC=false when
 # a proxy in front serves STATIC_ROOT instead). Straight from the checkout's static/ folder (no
