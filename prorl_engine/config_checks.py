@@ -32,6 +32,8 @@ _SAMPLING_T = "above 10 sampling is close to uniform over the vocabulary"
 BOUNDS: dict[str, Bound] = {
     "seed": Bound(0, 2**32 - 1, "numpy's seeds are 0 to 2^32 - 1"),
     "gpus": Bound(1, 64, "ranks on one worker machine (public setups use 8 per node); more machines: --nnodes"),
+    "nodes": Bound(1, 64, "public ProRL setups use a few nodes of 8 GPUs"),
+    "collective_timeout_s": Bound(10, 86_400, "a first step of a large model may take minutes; a day is a hang"),
     "max_prompt_tokens": Bound(1, MAX_TOKENS, "128k tokens is the longest context of current open models"),
     "steps": Bound(1, MAX_STEPS, "v2 ran 3,000; 10^6 keeps step numbers inside the database's integer columns"),
     "prompts_per_step": Bound(1, 4_096, "16x v1's 256; every response of a step is held until its update"),

@@ -72,6 +72,20 @@ class RunFields:
         "Ranks that train the run, one per GPU: above 1, torchrun + FSDP2 on a worker that declares as many "
         "GPUs (prorl train: --nproc).",
     )
+    nodes: int = _field(
+        1,
+        "model",
+        "Machines the run spans, each a worker with `gpus` GPUs (nodes x gpus ranks in all): above 1, the worker "
+        "that takes the run hosts torchrun's rendezvous and nodes - 1 more workers join it; the run folder must be "
+        "on storage every machine sees (prorl train: --nnodes).",
+    )
+    collective_timeout_s: float = _field(
+        600.0,
+        "model",
+        "Seconds a rank of a run across ranks waits in a collective (an all-reduce, a broadcast), and a machine "
+        "for the others to join, before the run fails: a dead, stuck or missing rank ends the run, resumable, "
+        "instead of hanging every other rank.",
+    )
 
     # --- data ----------------------------------------------------------------------------------
     data: list[DataSource] = field(

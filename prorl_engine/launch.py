@@ -21,10 +21,17 @@ from pathlib import Path
 
 
 def torchrun(
-    nproc: int, *, nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None, run_id: str = "prorl"
+    nproc: int,
+    *,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    rdzv_endpoint: str | None = None,
+    run_id: str = "prorl",
+    join_timeout_s: float | None = None,
 ) -> list[str]:
     """torchrun's part of the command line: `nproc` ranks per machine, one machine (`--standalone`)
-    or `nnodes` meeting at `rdzv_endpoint`; the module each rank runs follows it."""
+    or `nnodes` meeting at `rdzv_endpoint` (the machine whose address it is hosts the rendezvous; the
+    others wait for it up to `join_timeout_s`, torchrun's default 600 s); the module each rank runs follows it."""
     if nnodes > 1 and not rdzv_endpoint:
         raise ValueError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT, the same on every machine")
     rendezvous = (
@@ -32,6 +39,8 @@ def torchrun(
         if rdzv_endpoint
         else ["--standalone"]
     )
+    if rdzv_endpoint and join_timeout_s is not None:
+        rendezvous.append(f"--rdzv-conf=join_timeout={int(join_timeout_s)}")
     return [
         sys.executable,
         "-m",
@@ -83,7 +92,7 @@ def _rank(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     config = RunConfig.load(run_dir / "config.yaml")
-    group = TorchGroup()
+    group = TorchGroup(config.collective_timeout_s)
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # torchrun's OMP_NUM_THREADS=1: ranks share the machine's cores
     sink = JsonlSink(run_dir) if group.is_main else None

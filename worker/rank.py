@@ -33,7 +33,7 @@ def main(run_id: int) -> int:
     from worker.tasks import _fail, _fork_source
 
     run = Run.objects.get(pk=run_id)
-    group = TorchGroup()
+    group = TorchGroup(RunConfig.from_dict(run.config, check_paths=False).collective_timeout_s)
     if not torch.cuda.is_available():
         torch.set_num_threads(settings.WORKER_TORCH_THREADS)
     sink = StudioSink(run) if group.is_main else None

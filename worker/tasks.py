@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from studio.models import Run, RunStatus
 from studio.permissions import can_fork_run
+from studio.queue import training_queue
 from studio.run_status import record_status
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,9 @@ def _train(run: Run) -> str:
         policy = run_path_policy(run)
         config = policy.resolve(RunConfig.from_dict(run.config, path_policy=policy), MODEL_BUILDERS)
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        if config.gpus > 1:
+        if config.gpus > 1 or config.nodes > 1:
             sink.close()  # rank 0 reports through a sink of its own
-            return _train_on_ranks(run, config.gpus)
+            return _train_on_ranks(run, config)
         # the engine's status events (running, paused, finished, stopped) are the run's status
         Trainer(config, run.run_dir, sink, StudioControl(run), fork_from=_fork_source(run, sink)).train()
     except ConfigError as exc:  # on this machine's disk: a model or data file missing here, or refused
@@ -93,29 +94,39 @@ def _train(run: Run) -> str:
     return "finished"
 
 
-def _train_on_ranks(run: Run, gpus: int) -> str:
-    """Train `run` as `gpus` ranks under torchrun (worker/rank.py), on the GPUs this worker
-    declares. Their output goes to RUN_DIR/ranks.log; a rank that fails without recording it (killed,
-    out of memory) fails the run here with the log's last lines."""
+def _train_on_ranks(run: Run, config) -> str:
+    """Train `run` as `config.gpus` ranks under torchrun (worker/rank.py), on the GPUs this worker
+    declares, and with `config.nodes` > 1 as the host of a run across machines (worker/nodes.py).
+    Their output goes to RUN_DIR/ranks.log; a rank that fails without recording it (killed, out of
+    memory, a machine that never joined) fails the run here with the log's last lines."""
     import subprocess
 
-    from prorl_engine.launch import torchrun
     from worker.gpus import gpu_count
+    from worker.nodes import host_rendezvous, rank_command
 
+    gpus, nodes = config.gpus, config.nodes
     if gpus > gpu_count():
         message = f"this worker declares {gpu_count()} GPUs (PRORL_WORKER_GPUS); the run asks for {gpus}"
         record_status(run.pk, run.last_step, RunStatus.FAILED, message)
         return "failed"
+    endpoint = host_rendezvous(run, gpus, nodes) if nodes > 1 else None
     log_path = run.run_dir / "ranks.log"
-    command = [*torchrun(gpus, run_id=f"run-{run.pk}"), "-m", "worker.rank", str(run.pk)]
     with open(log_path, "ab") as output:
+        command = rank_command(run, gpus, nodes, endpoint, config.collective_timeout_s)
         code = subprocess.call(command, stdout=output, stderr=subprocess.STDOUT)
     run.refresh_from_db()
     if code == 0:
         return "finished"
     if not run.is_terminal:
         tail = log_path.read_bytes()[-4000:].decode("utf-8", errors="replace")
-        record_status(run.pk, run.last_step, RunStatus.FAILED, f"a rank failed (torchrun exit code {code}):\n{tail}")
+        reason = f"a rank failed (torchrun exit code {code})"
+        if "RendezvousTimeoutError" in tail:
+            reason = (
+                f"the run needs {nodes} machines with {gpus} GPUs each, and fewer joined its rendezvous at "
+                f"{endpoint} within {config.collective_timeout_s:g} s (collective_timeout_s): start more "
+                f"workers on queue {training_queue(gpus)}"
+            )
+        record_status(run.pk, run.last_step, RunStatus.FAILED, f"{reason}:\n{tail}")
     return "failed"
 
 

@@ -527,7 +527,25 @@
     document.getElementById("no-events").hidden = events.length > 0;
   }
 
+  // A run across ranks: how many, on which devices, and the slowest rank's rollout time with the spread.
+  function showRanks(data) {
+    const panel = document.getElementById("ranks");
+    if (!panel || !data.ranks) return;
+    document.getElementById("rank-count").textContent = data.ranks;
+    document.getElementById("rank-devices").textContent = (data.devices || []).join(", ");
+    panel.hidden = false;
+  }
+
+  function showRankTiming(point) {
+    const panel = document.getElementById("ranks");
+    const slowest = point["timing/rollout_s"], spread = point["timing/rollout_spread_s"];
+    if (!panel || panel.hidden || spread === undefined || spread === null) return;
+    document.getElementById("rank-rollout").textContent = slowest.toFixed(2) + " s";
+    document.getElementById("rank-spread").textContent = spread.toFixed(2) + " s";
+  }
+
   function addEvent(event) {
+    if (event.kind === "status" && event.data.ranks) showRanks(event.data);
     const body = document.getElementById("events");
     if (!body.querySelector('tr[data-event="' + event.id + '"]')) {
       body.insertBefore(eventRow(event), body.firstChild);
@@ -666,7 +684,10 @@
   function handle(msg) {
     if (msg.kind === "metrics") {
       const points = msg.points.filter((p) => p.step > state.lastStep && !pending.some((q) => q.step === p.step));
-      if (points.length) queuePoints(points);
+      if (points.length) {
+        queuePoints(points);
+        showRankTiming(points[points.length - 1].values);
+      }
       showProgress(msg.progress);
       document.getElementById("worker-lost").hidden = true;
     } else if (msg.kind === "event") {

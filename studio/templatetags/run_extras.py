@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import template
 
 from studio.commands import Outcome, outcomes
-from studio.models import Command, Run
+from studio.models import Command, Event, MetricPoint, Run
 from studio.permissions import can_view_run
 
 register = template.Library()
@@ -41,3 +41,21 @@ def visible_forks(context: template.Context, run: Run) -> list[Run]:
     if request is None:
         return []
     return [fork for fork in run.forks.order_by("created_at") if can_view_run(request.user, fork)]
+
+
+@register.simple_tag
+def run_ranks(run: Run) -> dict | None:
+    """Where a run across ranks trains (its latest status event that names its ranks) and how long its latest
+    rollout took on the slowest rank, with the spread between the slowest and the fastest; None for a run in
+    one process. run.js keeps it current from the websocket."""
+    placed = Event.objects.filter(run=run, kind="status", data__has_key="ranks").order_by("-step", "-id").first()
+    if placed is None:
+        return None
+    latest = MetricPoint.objects.filter(run=run).order_by("-step").first()
+    values = latest.values if latest else {}
+    return {
+        "ranks": placed.data["ranks"],
+        "devices": ", ".join(str(device) for device in placed.data.get("devices", [])),
+        "rollout_s": values.get("timing/rollout_s"),
+        "spread_s": values.get("timing/rollout_spread_s"),
+    }

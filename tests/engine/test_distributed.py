@@ -66,6 +66,19 @@ if os.environ.get("TEST_KILL_RANK_AT_STEP"):
         step_body(self)
 
     trainer.Trainer._train_step = dying_step
+
+if os.environ.get("TEST_HANG_RANK_AT_STEP"):
+    import time
+    from prorl_engine import trainer
+
+    step_body = trainer.Trainer._train_step
+
+    def stuck_step(self):
+        if self.step == int(os.environ["TEST_HANG_RANK_AT_STEP"]) and os.environ.get("RANK") == "1":
+            time.sleep(3600)
+        step_body(self)
+
+    trainer.Trainer._train_step = stuck_step
 """
 
 
@@ -181,6 +194,18 @@ def test_a_killed_rank_fails_the_run_in_bounded_time_and_it_resumes(tiny_model, 
     resumed = launch(config, tmp_path / "run", 2, hook)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [row["step"] for row in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_a_stuck_rank_fails_the_run_after_the_collective_timeout(tiny_model, tmp_path, hook):
+    config = tiny_config(tiny_model, steps=3, checkpoint_every=1, collective_timeout_s=15)
+    start = time.monotonic()
+    stuck = launch(config, tmp_path / "run", 2, hook, timeout=300, TEST_HANG_RANK_AT_STEP="2")
+    elapsed = time.monotonic() - start
+    assert stuck.returncode != 0
+    # rank 0 waits 15 s in its first collective of step 2, raises, and torchrun stops the sleeping rank 1
+    assert elapsed < 15 + 120, elapsed
+    assert "timed out" in stuck.stderr.lower() or "timeout" in stuck.stderr.lower(), stuck.stderr[-3000:]
+    assert ckpt.latest_step(tmp_path / "run") == 1
 
 
 def test_the_torchrun_command_line(tmp_path):
