@@ -9,6 +9,8 @@ plus the trainer state that makes a resumed run continue exactly.
                                                           history, step, config
 This module stores and loads those files; what the state holds is the trainer's business.
 A checkpoint is written to a temporary folder and renamed, so a crash never leaves half of one.
+A write the disk refuses (full, or a folder that is not writable) removes that folder and raises
+CheckpointWriteError, whose message tells a person what to fix; earlier checkpoints stay as they were.
 Loading is strict: a policy or reference file with a missing or unexpected tensor is refused, with
 the tensors named (a tensor tied to another, lm_head to the embeddings, is stored once and is
 not missing).
@@ -16,11 +18,15 @@ not missing).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
+import os
 import random
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,20 +63,133 @@ def save(
     run_dir: Path, step: int, policy: torch.nn.Module, tokenizer: Any, reference: torch.nn.Module, state: dict[str, Any]
 ) -> Path:
     """Write checkpoints/step-<step> of `run_dir`: the policy and tokenizer (`save_pretrained`), the
-    reference's weights and `state` (trainer_state.pt). Returns the checkpoint's folder."""
+    reference's weights and `state` (trainer_state.pt). Returns the checkpoint's folder. Raises
+    CheckpointWriteError, leaving no partial folder, when the disk refuses the write."""
     target = folder(run_dir) / f"step-{step:06d}"
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    save_file(
-        {k: v.contiguous() for k, v in reference.state_dict().items() if not _is_tied_copy(reference, k)},
-        tmp / "reference.safetensors",
-    )
-    torch.save(state, tmp / "trainer_state.pt")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    with writing(target, tensor_bytes(policy.state_dict(), reference.state_dict(), state)) as tmp:
+        policy.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_file(
+            {k: v.contiguous() for k, v in reference.state_dict().items() if not _is_tied_copy(reference, k)},
+            tmp / "reference.safetensors",
+        )
+        torch.save(state, tmp / "trainer_state.pt")
     return target
+
+
+class CheckpointWriteError(Exception):
+    """The disk refused a checkpoint (`reason`: "no_space" or "not_writable"). The partial folder is
+    removed and earlier checkpoints are untouched: once a person frees space or fixes the folder's
+    permissions, the same checkpoint can be written again. `needed_bytes`: the estimate of its size."""
+
+    def __init__(self, message: str, *, reason: str = "", needed_bytes: int = 0):
+        super().__init__(message)
+        self.reason = reason
+        self.needed_bytes = needed_bytes
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+FULL_DISK_BYTES = 1_000_000  # a disk with less free space than this when a write failed is full
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextlib.contextmanager
+def writing(target: Path, needed_bytes: int) -> Iterator[Path]:
+    """Yield `target`'s temporary folder to write the checkpoint into, then rename it to `target`.
+    When the free space is short of `needed_bytes` nothing is written; when a write fails the
+    temporary folder is removed and a refusal of the disk becomes CheckpointWriteError."""
+    tmp = temporary(target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if _free_bytes(tmp) < needed_bytes:
+        raise CheckpointWriteError(_no_space_message(needed_bytes), reason="no_space", needed_bytes=needed_bytes)
+    try:
+        yield tmp
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    except Exception as exc:
+        refused = discard_failed_write(exc, tmp, needed_bytes)
+        if refused is None:
+            raise
+        raise refused from exc
+
+
+def temporary(target: Path) -> Path:
+    """The folder a checkpoint is written to before it is renamed into place."""
+    return target.with_name(target.name + ".tmp")
+
+
+def discard_failed_write(exc: BaseException, tmp: Path, needed_bytes: int) -> CheckpointWriteError | None:
+    """Remove the partial folder `tmp` of a write that raised `exc`. Returns the CheckpointWriteError
+    to raise when the disk refused the write: an OSError of a full or unwritable disk somewhere in
+    `exc`'s chain, or, as torch tells a full disk with no errno ("unexpected pos 480000 vs 479888"),
+    a disk that, when the write failed, lacked room for the rest of the checkpoint or held less than
+    FULL_DISK_BYTES. None when `exc` is some other failure, to raise as it is."""
+    left = max(needed_bytes - _bytes_in(tmp), FULL_DISK_BYTES)
+    full = _free_bytes(tmp) < left  # measured before the partial folder frees its space
+    shutil.rmtree(tmp, ignore_errors=True)
+    cause = _os_error(exc)
+    if cause is not None and cause.errno in NOT_WRITABLE:
+        why = cause.strerror or os.strerror(cause.errno)
+        where = f"{tmp.parent.name}/"  # relative to the run folder: a message for people names no server paths
+        message = f"checkpoint folder is not writable: {where} ({why}); make it writable and resume"
+        return CheckpointWriteError(message, reason="not_writable", needed_bytes=needed_bytes)
+    if (cause is not None and cause.errno in NO_SPACE) or full:
+        return CheckpointWriteError(_no_space_message(needed_bytes), reason="no_space", needed_bytes=needed_bytes)
+    return None
+
+
+def tensor_bytes(*trees: Any) -> int:
+    """Bytes of the tensors in `trees` (state dicts, nested dicts and lists), each storage counted
+    once (tied weights share one): about what a checkpoint of them takes on disk."""
+    seen: dict[tuple[int, str], int] = {}
+    pending = list(trees)
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif isinstance(item, torch.Tensor):
+            local = item.to_local() if hasattr(item, "to_local") else item  # a DTensor: this rank's shard
+            storage = local.untyped_storage()
+            seen[(storage.data_ptr(), str(local.device))] = storage.nbytes()
+    return sum(seen.values())
+
+
+def _no_space_message(needed_bytes: int) -> str:
+    megabytes = math.ceil(needed_bytes / 1e6)
+    return f"no space left on device: the checkpoint needs about {megabytes} MB; free space and resume"
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The first OSError with an errno in `exc`, its causes, and the per-rank failures of a
+    torch.distributed.checkpoint CheckpointException."""
+    pending, seen = [exc], set()
+    while pending:
+        item = pending.pop(0)
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError) and item.errno is not None:
+            return item
+        pending += [item.__cause__, item.__context__]
+        failures = getattr(item, "failures", None)  # {rank: (exception, traceback summary)}
+        if isinstance(failures, dict):
+            pending += [pair[0] for pair in failures.values()]
+    return None
+
+
+def _bytes_in(folder: Path) -> int:
+    """Bytes of the files under `folder` (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _free_bytes(path: Path) -> int:
+    """Free bytes on the filesystem of `path`, or of its nearest existing parent."""
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return shutil.disk_usage(existing).free
 
 
 def load(path: Path, policy: torch.nn.Module, reference: torch.nn.Module) -> dict[str, Any]:

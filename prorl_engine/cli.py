@@ -8,7 +8,8 @@ prorl base-model --out DIR [--seed 0 ...]        (options: prorl base-model --he
 prorl ablate --out DIR [--steps N ...]           (options: prorl ablate --help)
 
 Exit codes: 0 done, 2 refused before anything ran (a missing file, malformed YAML, an invalid
-config, a run folder another trainer holds), 130 interrupted (Ctrl-C).
+config, a run folder another trainer holds), 75 a checkpoint the disk refused (full, or a folder
+that is not writable: fix it and `prorl resume`), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from prorl_engine.data.example import DOMAINS, Example
 from prorl_engine.data.sources import DataError
 from prorl_engine.events import Event, FanoutSink, JsonlSink, Sample
 from prorl_engine.runlock import RunLocked
+
+CHECKPOINT_REFUSED = 75  # sysexits' EX_TEMPFAIL: a temporary failure, to retry once it is fixed
 
 
 class CliError(Exception):
@@ -117,11 +120,12 @@ def parse_overrides(pairs: list[str]) -> dict:
 def run_training(
     config: RunConfig, run_dir: Path, fork_from: str | None = None, ranks: argparse.Namespace | None = None
 ) -> int:
-    """Train in `run_dir` (its JSONL logs and a progress bar). Returns the exit code: 0, or 130 after
-    Ctrl-C, with where the run stopped and the command that continues it. With `--nproc` (`ranks`),
-    the run is trained by that many ranks per machine under torchrun (prorl_engine/launch.py) and
-    the exit code is torchrun's."""
-    from prorl_engine.checkpoint import latest_step
+    """Train in `run_dir` (its JSONL logs and a progress bar). Returns the exit code: 0; 130 after
+    Ctrl-C, with where the run stopped and the command that continues it; CHECKPOINT_REFUSED when
+    the disk refused a checkpoint, with what to fix and that command, on one line. With `--nproc`
+    (`ranks`), the run is trained by that many ranks per machine under torchrun
+    (prorl_engine/launch.py) and the exit code is torchrun's."""
+    from prorl_engine.checkpoint import CheckpointWriteError, latest_step
     from prorl_engine.trainer import Trainer
 
     if ranks is not None and ranks.nproc:
@@ -143,6 +147,9 @@ def run_training(
     except KeyboardInterrupt:
         print(interrupted(run_dir, progress.last_step, config.steps, latest_step(run_dir), fork_from), file=sys.stderr)
         return 130
+    except CheckpointWriteError as refused:
+        print(f"error: {refused}: prorl resume {shlex.quote(str(run_dir))}", file=sys.stderr)
+        return CHECKPOINT_REFUSED
     print(f"{status}: {run_dir}")
     return 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from prorl_engine.data.example import Example
 from prorl_engine.evaluation import EvalReport, evaluate_model_folders
+from prorl_engine.novelty import NgramIndex
 
 
 @dataclass
@@ -76,8 +77,10 @@ def compare(
     format_penalty: float = -0.5,
     truncated_reward: float | None = 0.0,
     backend: str = "hf",
+    novelty: NgramIndex | None = None,
 ) -> Comparison:
-    """Evaluate each labelled model folder on `examples` (`evaluation.evaluate_model_folders`)."""
+    """Evaluate each labelled model folder on `examples` (`evaluation.evaluate_model_folders`;
+    `novelty`: the reference corpus's index, for novelty@n)."""
     reports = evaluate_model_folders(
         models,
         examples,
@@ -92,5 +95,6 @@ def compare(
         device=device,
         batch_size=batch_size,
         backend=backend,
+        novelty=novelty,
     )
     return Comparison(list(models), reports, {e.uid: e.prompt for e in examples})

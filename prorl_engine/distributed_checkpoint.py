@@ -47,12 +47,15 @@ def save(
     group: Group,
 ) -> Path:
     """Every rank writes its shards; rank 0 writes the consolidated files and renames the folder
-    into place once all shards are written (a crash leaves only a .tmp folder)."""
+    into place once all shards are written (a crash leaves only a .tmp folder). When the disk
+    refuses a write, on any rank, the .tmp folder is removed and every rank raises the same
+    CheckpointWriteError (DCP reports a failed shard to every rank; rank 0 tells them its own)."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     target = ckpt.folder(run_dir) / f"step-{step:06d}"
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = ckpt.temporary(target)
     if group.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
     group.broadcast(None)  # nobody writes shards before the old .tmp is gone
@@ -64,20 +67,47 @@ def save(
         "reference": get_model_state_dict(reference),
         "optimizer": get_optimizer_state_dict(policy, optimizer),
     }
-    dcp.save(sharded, checkpoint_id=str(tmp / "sharded"))
-    if group.is_main:
-        policy.save_pretrained(tmp, state_dict=policy_weights)
-        tokenizer.save_pretrained(tmp)
-        tied = getattr(reference.config, "tie_word_embeddings", False)
-        save_file(
-            {k: v.contiguous() for k, v in reference_weights.items() if not (tied and k == "lm_head.weight")},
-            tmp / "reference.safetensors",
-        )
-        torch.save({**state, "optimizer": SHARDED}, tmp / "trainer_state.pt")
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-    group.broadcast(None)  # every rank sees the finished checkpoint before going on
+    # about: the whole weights twice (consolidated files and shards) and every rank's optimizer shards
+    (optimizer_bytes,) = group.sum([float(ckpt.tensor_bytes(sharded["optimizer"]))])
+    needed = 2 * ckpt.tensor_bytes(policy_weights, reference_weights) + int(optimizer_bytes)
+    refused = None
+    try:
+        dcp.save(sharded, checkpoint_id=str(tmp / "sharded"))
+        if group.is_main:
+            _write_consolidated(tmp, policy, tokenizer, reference, policy_weights, reference_weights, state)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+    except (Exception, CheckpointException) as exc:
+        if group.is_main:  # every rank is done writing by now: DCP's save ends in a collective
+            refused = ckpt.discard_failed_write(exc, tmp, needed)
+            if refused is None:
+                raise
+        elif not isinstance(exc, CheckpointException):  # a failed shard is raised on every rank: rank 0 judges it
+            raise
+    refused = group.broadcast(refused)  # every rank sees the finished checkpoint, or rank 0's refusal
+    if refused is not None:
+        raise refused
     return target
+
+
+def _write_consolidated(
+    tmp: Path,
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    reference: torch.nn.Module,
+    policy_weights: dict[str, torch.Tensor],
+    reference_weights: dict[str, torch.Tensor],
+    state: dict[str, Any],
+) -> None:
+    """Rank 0's files: the policy and reference gathered whole, and the trainer state."""
+    policy.save_pretrained(tmp, state_dict=policy_weights)
+    tokenizer.save_pretrained(tmp)
+    tied = getattr(reference.config, "tie_word_embeddings", False)
+    save_file(
+        {k: v.contiguous() for k, v in reference_weights.items() if not (tied and k == "lm_head.weight")},
+        tmp / "reference.safetensors",
+    )
+    torch.save({**state, "optimizer": SHARDED}, tmp / "trainer_state.pt")
 
 
 def is_sharded(state: dict[str, Any]) -> bool:

@@ -26,6 +26,7 @@ from prorl_engine.config import DataSource
 from prorl_engine.data.example import Example
 from prorl_engine.data.sources import load_source
 from prorl_engine.modeling import load_policy, load_tokenizer, pick_device
+from prorl_engine.novelty import NgramIndex, pooled_shares
 from prorl_engine.prompts import decode_response, encode_prompt
 from prorl_engine.rewards import score_all
 from prorl_engine.rollout import Generation, HFGenerateBackend, RolloutBackend, SamplingParams
@@ -54,8 +55,28 @@ class EvalReport:
         return [asdict(s) for s in self.samples]
 
 
-def summarize(samples: list[EvalSample], ks: list[int]) -> dict[str, float]:
-    """eval/<task>/pass@k, eval/<domain>/pass@k and eval/all/pass@k, plus mean reward and length."""
+def summarize(samples: list[EvalSample], ks: list[int], novelty: NgramIndex | None = None) -> dict[str, float]:
+    """eval/<task>/pass@k, eval/<domain>/pass@k and eval/all/pass@k, plus mean reward and length;
+    with a `novelty` index, eval/<scope>/novelty@n too (the share of the scope's response n-grams
+    the reference corpus never holds, each response's n-grams counted once)."""
+    metrics = {}
+    ngrams = {id(s): novelty.counts(s.response) for s in samples} if novelty is not None else {}  # once each
+    for name, prompts in sorted(_scopes(samples).items()):
+        counts = [(len(p), sum(s.correct for s in p)) for p in prompts]
+        for k in ks:
+            if all(n >= k for n, _ in counts):
+                metrics[f"eval/{name}/pass@{k}"] = mean_pass_at_k(counts, k)
+        flat = [s for p in prompts for s in p]
+        metrics[f"eval/{name}/mean_reward"] = sum(s.reward for s in flat) / len(flat)
+        metrics[f"eval/{name}/mean_length"] = sum(s.length for s in flat) / len(flat)
+        if ngrams:
+            for n, share in pooled_shares(ngrams[id(s)] for s in flat).items():
+                metrics[f"eval/{name}/novelty@{n}"] = share
+    return metrics
+
+
+def _scopes(samples: list[EvalSample]) -> dict[str, list[list[EvalSample]]]:
+    """Each scope (a task, a domain, "all") -> the samples of each of its prompts."""
     by_prompt: dict[str, list[EvalSample]] = defaultdict(list)
     for s in samples:
         by_prompt[s.uid].append(s)
@@ -64,16 +85,7 @@ def summarize(samples: list[EvalSample], ks: list[int]) -> dict[str, float]:
         first = prompt_samples[0]
         for name in (first.task, first.domain, "all"):
             groups[name].append(prompt_samples)
-    metrics = {}
-    for name, prompts in sorted(groups.items()):
-        counts = [(len(p), sum(s.correct for s in p)) for p in prompts]
-        for k in ks:
-            if all(n >= k for n, _ in counts):
-                metrics[f"eval/{name}/pass@{k}"] = mean_pass_at_k(counts, k)
-        flat = [s for p in prompts for s in p]
-        metrics[f"eval/{name}/mean_reward"] = sum(s.reward for s in flat) / len(flat)
-        metrics[f"eval/{name}/mean_length"] = sum(s.length for s in flat) / len(flat)
-    return metrics
+    return groups
 
 
 def evaluate(
@@ -90,9 +102,10 @@ def evaluate(
     truncated_reward: float | None,
     seed: int,
     progress: Callable[[int], None] | None = None,
+    novelty: NgramIndex | None = None,
 ) -> EvalReport:
     """`progress`, if given, is called with the number of prompts of each batch once it is sampled
-    (a progress bar's `update`)."""
+    (a progress bar's `update`); `novelty`, the reference corpus's index (`summarize`)."""
     prompts = [encode_prompt(tokenizer, e.prompt) for e in examples]
     params = SamplingParams(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
@@ -116,7 +129,7 @@ def evaluate(
         )
         for i, (e, text, s, g) in enumerate(zip(owners, texts, scores, generations))
     ]
-    return EvalReport(samples, summarize(samples, ks))
+    return EvalReport(samples, summarize(samples, ks, novelty))
 
 
 def _generate(
@@ -176,13 +189,14 @@ def evaluate_model_folders(
     dtype: str = "float32",
     backend: str = "hf",
     progress: bool = False,
+    novelty: NgramIndex | None = None,
 ) -> dict[str, EvalReport]:
     """label -> the report of that model on `examples`, every model with the same prompts and
     sampling seed, one model in memory at a time. A model is a `save_pretrained` folder (a
     checkpoint's works) or a `builder:folder` model path, built on first use. `backend`: hf or
     vllm (one vLLM engine serves every model of one architecture, its weights synced per model;
     its context is the longest prompt + max_new_tokens). `progress`: a progress bar per model over
-    its prompts, on stderr."""
+    its prompts, on stderr. `novelty`: the reference corpus's index, for novelty@n (`summarize`)."""
     reports = {}
     for label, path in models.items():
         folder = resolve_model_path(str(path))
@@ -211,6 +225,7 @@ def evaluate_model_folders(
             truncated_reward=truncated_reward,
             seed=seed,
             progress=bar.update if bar else None,
+            novelty=novelty,
         )
         if bar:
             bar.close()

@@ -38,7 +38,8 @@ class Event:
     """Something that happened to a run at a step.
 
     kind: "reset" (data: reason, requested_by), "checkpoint" (data: path), "checkpoint_removed"
-    (data: checkpoint_step, path; pruned by keep_checkpoints), "status"
+    (data: checkpoint_step, path; pruned by keep_checkpoints), "checkpoint_failed" (data: error, a
+    message for people; reason = no_space | not_writable; needed_mb; a steered run pauses), "status"
     (data: status = running | paused | finished | stopped | failed, error), "length_penalty"
     (data: on), "command" (data: kind, requested_by, applied), "eval" (data: metrics).
     """

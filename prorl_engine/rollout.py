@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 
 from prorl_engine.algorithms import entropy_from_logits, nucleus_logits
+from prorl_engine.response_head import chunked_response_logprobs, head_apart
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,9 @@ class SamplingParams:
 
 @dataclass
 class Generation:
-    """One sampled response: its token ids (ending with eos unless truncated), and, from a backend
-    with its own engine, that engine's log-prob of each of them (None where the sampler is the
-    trainer's own model)."""
+    """One sampled response: its token ids (ending with eos unless truncated), and the sampler's
+    log-prob of each of them: always from a backend with its own engine, from the trainer's own
+    model only when it records them (HFGenerateBackend's `record_logprobs`); else None."""
 
     prompt_index: int
     token_ids: list[int]
@@ -52,13 +53,26 @@ class RolloutBackend(Protocol):
 
 
 class HFGenerateBackend:
-    """Sampling with `model.generate` on the policy being trained (CPU or GPU)."""
+    """Sampling with `model.generate` on the policy being trained (CPU or GPU).
 
-    def __init__(self, model: torch.nn.Module, eos_token_id: int, pad_token_id: int, batch_size: int):
+    `record_logprobs`: each sampled Generation also carries log pi of its tokens under the
+    distribution it was drawn from (tempered, nucleus-truncated), read off the scores `generate`
+    samples from, so a float32 trainer can take them as pi_old instead of a second forward pass.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        eos_token_id: int,
+        pad_token_id: int,
+        batch_size: int,
+        record_logprobs: bool = False,
+    ):
         self.model = model
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
+        self.record_logprobs = record_logprobs
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.model = model  # generates with the training weights themselves
@@ -95,11 +109,14 @@ class HFGenerateBackend:
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
             attention_mask[row, width - len(prompt) :] = 1
-        sampling = (
-            {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
-            if params.temperature > 0
-            else {"do_sample": False}  # greedy
-        )
+        recorder = SampledLogProbs() if self.record_logprobs and params.temperature > 0 else None
+        if recorder is not None:  # the same warpers generate would add, then the recorder, last
+            sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
+            sampling["logits_processor"] = recorder.after_warpers(params.temperature, params.top_p)
+        elif params.temperature > 0:
+            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+        else:
+            sampling = {"do_sample": False}  # greedy
         output = self.model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
@@ -111,14 +128,52 @@ class HFGenerateBackend:
             use_cache=True,
         )  # (len(prompts) * n, width + new), grouped by prompt
         new_tokens = output[:, width:].tolist()  # one CPU-GPU sync for the whole chunk
+        logprobs = recorder.finish(output[:, -1]).tolist() if recorder is not None else None  # (rows, new)
         generations = []
         for index, tokens in enumerate(new_tokens):
             if self.eos_token_id in tokens:
                 tokens, truncated = tokens[: tokens.index(self.eos_token_id) + 1], False
             else:
                 truncated = True
-            generations.append(Generation(offset + index // params.n, tokens, truncated))
+            sampled = logprobs[index][: len(tokens)] if logprobs is not None else None
+            generations.append(Generation(offset + index // params.n, tokens, truncated, sampled))
         return generations
+
+
+class SampledLogProbs:
+    """The last logits processor of `generate`: it sees the scores each token is sampled from
+    (after temperature and top_p: -inf outside the nucleus) and, at the next step, once that token
+    is known, keeps its log-prob: scores[token] - logsumexp(scores). Holds one step's scores,
+    (rows, V), never the whole generation's."""
+
+    def __init__(self):
+        self.previous: torch.Tensor | None = None  # (rows, V) the scores of the step not yet read
+        self.values: list[torch.Tensor] = []  # (rows,) per generated token
+
+    def after_warpers(self, temperature: float, top_p: float):
+        """A LogitsProcessorList: HF's own temperature and top-p warpers, in generate's order, then
+        this recorder (generate puts a caller's processors before its own warpers)."""
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        warpers = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+        warpers += [TopPLogitsWarper(top_p)] if top_p < 1.0 else []
+        return LogitsProcessorList([*warpers, self])
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self._read(input_ids[:, -1])
+        self.previous = scores
+        return scores
+
+    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        """log pi of every generated token, (rows, new tokens), given the last step's tokens."""
+        self._read(last_tokens)
+        return torch.stack(self.values, dim=1).float()
+
+    def _read(self, tokens: torch.Tensor) -> None:
+        scores = self.previous.float()
+        self.values.append(scores.gather(1, tokens.unsqueeze(1)).squeeze(1) - scores.logsumexp(dim=-1))
+        self.previous = None
 
 
 @dataclass
@@ -181,8 +236,24 @@ def response_logprobs(
 
     Differentiable when called with grad enabled (through the kept logits). Padding positions
     (`batch.mask` 0) hold 0.0, so sums over the mask never meet -inf * 0.
+
+    The LM head runs only at response positions, in chunks (response_head.py), unless the model
+    cannot run its head apart (`head_apart`); then the whole forward pass's logits are taken.
     """
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (M, L, V)
+    if head_apart(model):
+        return chunked_response_logprobs(model, batch, with_entropy, temperature, top_p)
+    return full_logits_logprobs(model, batch, with_entropy, temperature, top_p)
+
+
+def full_logits_logprobs(
+    model: torch.nn.Module,
+    batch: PackedBatch,
+    with_entropy: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`response_logprobs` from the model's own forward pass: (M, L, V) logits at every position."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
     index = batch.positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
     logits = logits.gather(1, index).float() / temperature  # (M, T, V): only the positions that predict responses
     logits = nucleus_logits(logits, top_p)  # -inf outside the nucleus when top_p < 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from prorl_engine import checkpoint as ckpt
 from prorl_engine import collect
 from prorl_engine import distributed_checkpoint as dckpt
 from prorl_engine import update as upd
-from prorl_engine.backends import backend_for_run
+from prorl_engine.backends import backend_for_run, sampler_gives_pi_old
 from prorl_engine.builders import resolve_model_path
 from prorl_engine.collect import Rollout, StepStats
 from prorl_engine.config import RunConfig
@@ -40,6 +41,7 @@ from prorl_engine.distributed import SOLO, Group, owned
 from prorl_engine.evaluation import EvalReport, evaluate, spread_across_tasks, summarize
 from prorl_engine.events import Command, CommandKind, ControlSource, Event, EventSink, NoControl, NullSink
 from prorl_engine.modeling import load_policy, load_tokenizer, pick_device
+from prorl_engine.novelty import reference_index
 from prorl_engine.reset import ResetPolicy
 from prorl_engine.rollout import PackedBatch, batched_logprobs
 from prorl_engine.runlock import holding_run_lock
@@ -68,6 +70,7 @@ class Trainer:
         self.group = group
         self.sink = sink if group.is_main else NullSink()
         self.control = (control or NoControl()) if group.is_main else NoControl()
+        self.steered = control is not None  # someone can resume a pause (rank 0's word counts: `_steered`)
         self.device = pick_device(config.device)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
@@ -85,6 +88,8 @@ class Trainer:
             config.max_prompt_tokens,
         )
         self.backend = backend_for_run(config, self.policy, self.tokenizer, model_path)  # after the checks above
+        training = (e for stream in self.mix.streams for e in stream.examples)
+        self.novelty = reference_index(config.novelty_corpus, training) if config.eval_every else None
         self.reset_policy = ResetPolicy.from_config(config)
         self.reset_history: list[dict] = []
         self.step = 0
@@ -121,9 +126,12 @@ class Trainer:
             self.step += 1
             self._train_step()
             if self.step % self.config.checkpoint_every == 0 and self.step < self.config.steps:
-                self.save_checkpoint()
+                if self._checkpoint() == "stop":
+                    status = "stopped"
+                    break
         if status == "finished" or ckpt.latest_step(self.run_dir) != self.step:
-            self.save_checkpoint()
+            if self._checkpoint(wait=status == "finished") == "stop":
+                status = "stopped"
         self._status(status)
         return status
 
@@ -206,13 +214,16 @@ class Trainer:
         advantages, owners = upd.global_advantages(
             config.advantage_estimator, kept.shaped, lengths, kept.origins, G, group
         )  # (M,) this rank's, whitened over every rank's
+        sizes = [len(p) + len(r) for p, r in zip(kept.prompts, kept.responses)]  # micro-batches by length
         if group.world == 1:
-            plan = upd.plan_minibatches(len(kept), config.updates_per_step, config.micro_batch_size)
+            plan = upd.plan_minibatches(len(kept), config.updates_per_step, config.micro_batch_size, lengths=sizes)
         else:
             plan = upd.plan_minibatches(
-                len(owners), config.updates_per_step, config.micro_batch_size, owners, group.rank
+                len(owners), config.updates_per_step, config.micro_batch_size, owners, group.rank, sizes
             )
         pi_old, pi_ref = (functools.partial(self._logprobs, model) for model in (self.policy, self.reference))
+        if sampler_gives_pi_old(config) and len(kept.rollout_logprobs) == len(kept):
+            pi_old = None  # the float32 sampler's own log-probs are pi_old (backends.py)
         minibatches = upd.micro_batches(
             plan, kept.prompts, kept.responses, advantages, pad, pi_old, pi_ref, kept.rollout_logprobs
         )
@@ -231,8 +242,12 @@ class Trainer:
         from: softmax(logits / temperature), nucleus-truncated at top_p and renormalised (spec
         section 7b). With top_p < 1 a token outside `model`'s nucleus has -inf; the sampled token is
         inside the sampler's, so pi_old is finite but for float noise at the nucleus boundary (the
-        sampler's cached forward and this one round differently): such tokens leave the loss."""
-        return batched_logprobs(model, batches, self.device, self.config.temperature, self.config.top_p)
+        sampler's cached forward and this one round differently): such tokens leave the loss.
+        Under bfloat16 autocast with `bf16_autocast`, as the update's pi_theta, so that the KL
+        compares two passes of the same precision (0 right after a reset)."""
+        config = self.config
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast):
+            return batched_logprobs(model, batches, self.device, config.temperature, config.top_p)
 
     # --- reference resets, evaluation, control ------------------------------------------------
     def reset_reference(self, reason: str, requested_by: str = "") -> None:
@@ -265,7 +280,7 @@ class Trainer:
             with self._sampling():
                 part = self._evaluate([held_out[i] for i in mine])
             samples = [sample for share in self.group.all_gather(part.samples) for sample in share]
-            return EvalReport(samples, summarize(samples, config.eval_k))
+            return EvalReport(samples, summarize(samples, config.eval_k, self.novelty))
         with self._sampling():
             return self._evaluate(held_out)
 
@@ -283,6 +298,7 @@ class Trainer:
             format_penalty=config.format_penalty,
             truncated_reward=config.truncated_reward,
             seed=config.seed * 7919 + self.step,
+            novelty=self.novelty,
         )
 
     def _apply_commands(self) -> str | None:
@@ -303,7 +319,7 @@ class Trainer:
         if command.kind == CommandKind.RESET_REFERENCE:
             self.reset_reference("manual", requested_by=who)
         elif command.kind == CommandKind.SAVE_CHECKPOINT:
-            self.save_checkpoint()
+            return self._checkpoint()
         elif command.kind == CommandKind.PAUSE and not self.paused:
             self.paused = True
             self._status("paused", requested_by=who)
@@ -325,6 +341,33 @@ class Trainer:
         )
 
     # --- checkpoints ---------------------------------------------------------------------------
+    def _checkpoint(self, wait: bool = True) -> str | None:
+        """Save a checkpoint. When the disk refuses it (full, or a folder that is not writable) the
+        run pauses, with the reason, until a person fixes the disk and resumes it; then the same
+        checkpoint is written again. Returns "stop" when a stop came meanwhile, or at once when not
+        `wait`ing (a stopping run: it resumes later from its last good checkpoint). A run nobody
+        steers (the CLI) cannot be resumed from inside: the CheckpointWriteError ends it."""
+        while True:
+            try:
+                self.save_checkpoint()
+                return None
+            except ckpt.CheckpointWriteError as refused:
+                needed_mb = math.ceil(refused.needed_bytes / 1e6)
+                details = {"error": str(refused), "reason": refused.reason, "needed_mb": needed_mb}
+                self.sink.event(Event("checkpoint_failed", self.step, details))
+                if not wait:
+                    return "stop"
+                if not self._steered():
+                    raise
+                self.paused = True
+                self._status("paused", error=str(refused))
+            if self._apply_commands() == "stop":
+                return "stop"
+
+    def _steered(self) -> bool:
+        """Whether a person can resume this run (rank 0's control, on every rank)."""
+        return self.group.broadcast(self.steered)
+
     def save_checkpoint(self) -> Path:
         if self.group is not SOLO:
             path = dckpt.save(

@@ -70,30 +70,44 @@ def global_advantages(
     return mine, owners
 
 
-def plan_minibatches(M: int, updates: int, micro_batch_size: int, owners: Owners | None = None, rank: int = 0) -> Plan:
+def plan_minibatches(
+    M: int,
+    updates: int,
+    micro_batch_size: int,
+    owners: Owners | None = None,
+    rank: int = 0,
+    lengths: Sequence[int] | None = None,
+) -> Plan:
     """Deal a random permutation of the M responses round-robin into `updates` minibatches, and cut
     each into micro-batches of at most `micro_batch_size` (gradient accumulation). Minibatches left
     empty (M < updates) are not planned. Draws one torch.randperm from the global RNG.
 
     With `owners` (several ranks: M is the global count), each minibatch keeps `rank`'s own
     responses, as indices among its kept ones, and gets as many micro-batches as the rank with the
-    most; the missing ones are empty lists (micro-batches without tokens)."""
+    most; the missing ones are empty lists (micro-batches without tokens).
+
+    `lengths`: the sequence length (prompt + response) of each of this rank's responses. Each
+    minibatch's responses are then cut in order of length, so a micro-batch holds sequences of
+    similar lengths and pads less (length bucketing). The minibatches, and so their losses, stay
+    the same: a micro-batch's loss is already normalised by its whole minibatch."""
     order = torch.randperm(M).tolist()
     minibatches = [order[i::updates] for i in range(updates) if order[i::updates]]
     if owners is None:
-        return [_cut(minibatch, micro_batch_size) for minibatch in minibatches]
+        return [_cut(minibatch, micro_batch_size, lengths) for minibatch in minibatches]
     plan = []
     for minibatch in minibatches:
         by_rank: dict[int, list[int]] = {}
         for position in minibatch:
             by_rank.setdefault(owners[position][0], []).append(owners[position][1])
         most = max(len(_cut(indices, micro_batch_size)) for indices in by_rank.values())
-        mine = _cut(by_rank.get(rank, []), micro_batch_size)
+        mine = _cut(by_rank.get(rank, []), micro_batch_size, lengths)
         plan.append(mine + [[] for _ in range(most - len(mine))])
     return plan
 
 
-def _cut(indices: list[int], size: int) -> list[list[int]]:
+def _cut(indices: list[int], size: int, lengths: Sequence[int] | None = None) -> list[list[int]]:
+    if lengths is not None and len(indices) > size:  # one micro-batch pads the same in any order
+        indices = sorted(indices, key=lengths.__getitem__)  # stable: equal lengths keep the dealt order
     return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
@@ -131,13 +145,15 @@ def micro_batches(
     responses: Sequence[list[int]],
     advantages: torch.Tensor,
     pad_token_id: int,
-    pi_old: LogProbs,
+    pi_old: LogProbs | None,
     pi_ref: LogProbs,
     rollout_logprobs: Sequence[list[float]] = (),
 ) -> list[list[MicroBatch]]:
     """Pack the plan's micro-batches and take pi_old and pi_ref on every response token, before any
     update; returned grouped as the plan groups them (one list per minibatch). `rollout_logprobs`:
-    the rollout engine's log-probs of each response's tokens, when it has its own (else empty)."""
+    the rollout engine's log-probs of each response's tokens, when it has its own (else empty).
+    `pi_old` None: the sampler was the trainer's own float32 model (backends.sampler_gives_pi_old),
+    and its `rollout_logprobs` are pi_old itself, with no correction to make."""
 
     def packed_for(idx: list[int]) -> PackedBatch:
         if not idx:  # an empty micro-batch: one padding token, masked out
@@ -148,15 +164,19 @@ def micro_batches(
 
     packed = [[packed_for(idx) for idx in minibatch] for minibatch in plan]
     flat = [batch for minibatch in packed for batch in minibatch]
-    old, ref = iter(pi_old(flat)), iter(pi_ref(flat))  # all of pi_old's forward passes, then all of pi_ref's
+    if pi_old is None:  # the sampler's log-probs are pi_old: no forward pass, and nothing to correct
+        flat_idx = [idx for minibatch in plan for idx in minibatch]
+        old = iter([_padded(b, [rollout_logprobs[i] for i in idx]) for b, idx in zip(flat, flat_idx)])
+        engine_logprobs: Sequence[list[float]] = ()
+    else:
+        old = iter(pi_old(flat))  # all of pi_old's forward passes, then all of pi_ref's
+        engine_logprobs = rollout_logprobs
+    ref = iter(pi_ref(flat))
 
     def rollout_logp(batch: PackedBatch, idx: list[int]) -> torch.Tensor | None:
-        if not rollout_logprobs or not idx:
+        if not engine_logprobs or not idx:
             return None
-        values = torch.zeros_like(batch.mask)  # (m, T), 0.0 on padding
-        for row, i in enumerate(idx):
-            values[row, : len(rollout_logprobs[i])] = torch.tensor(rollout_logprobs[i])
-        return values
+        return _padded(batch, [engine_logprobs[i] for i in idx])
 
     return [
         [
@@ -167,6 +187,14 @@ def micro_batches(
         ]
         for batches, minibatch in zip(packed, plan)
     ]
+
+
+def _padded(batch: PackedBatch, values: list[list[float]]) -> torch.Tensor:
+    """Per-token values of a micro-batch's responses, one list per response, as (m, T): 0.0 on padding."""
+    padded = torch.zeros_like(batch.mask)
+    for row, row_values in enumerate(values):
+        padded[row, : len(row_values)] = torch.tensor(row_values)
+    return padded
 
 
 def _micro_batch(
@@ -275,7 +303,9 @@ def update(
     gradient norm. Across ranks, the minibatch's size and the diagnostics are summed over all of
     them; FSDP averages the ranks' gradients, and each rank's loss is its share of the global
     mean, so the loss is scaled by the number of ranks to make that average their sum. (FSDP's
-    own divide factor would need ReduceOp.PREMUL_SUM, which gloo lacks.)"""
+    own divide factor would need ReduceOp.PREMUL_SUM, which gloo lacks.) With `bf16_autocast` the
+    policy's forward (and so its backward) pass runs in bfloat16 where autocast allows, on float32
+    weights and optimizer state."""
     sums, tokens, grad_norms = dict.fromkeys(DIAGNOSTICS, 0.0), 0.0, []
     for minibatch in minibatches:
         size = [
@@ -286,9 +316,10 @@ def update(
         optimizer.zero_grad(set_to_none=True)
         for micro in minibatch:
             micro = micro.to(device)
-            logp, entropy = response_logprobs(
-                policy, micro.batch, with_entropy=True, temperature=config.temperature, top_p=config.top_p
-            )  # (m, T)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast):
+                logp, entropy = response_logprobs(
+                    policy, micro.batch, with_entropy=True, temperature=config.temperature, top_p=config.top_p
+                )  # (m, T), float32 from the head's logits up, whatever the autocast
             scalar, terms = loss(micro, logp, entropy, config, whole)
             (scalar * group.world if group.world > 1 else scalar).backward()
             with torch.no_grad():

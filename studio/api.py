@@ -24,6 +24,13 @@ Endpoints:
                                               "save_checkpoint"}: 201 with the command, or 400 / 403 /
                                               409 with the reason (studio.commands decides which run
                                               state takes which command)
+    GET  /api/v1/runs/<id>/watchdogs/         the run's watchdog rules with their state and firings
+                                              (their webhook and e-mail only to those who may steer it)
+    PUT  /api/v1/runs/<id>/watchdogs/         {"rules": ["kl/ref above 0.1 -> pause", ...] or one text of
+                                              lines, "webhook_url": "...", "email": "..."}: the run's rules
+                                              become these (a field left out keeps its value; those who
+                                              may steer the run), or 400 with {"errors": [{"field",
+                                              "message"}]}, one per bad line
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from studio.permissions import (
     visible_runs,
 )
 from studio.series import chart_data
+from studio.watchdogs import WatchdogFields, destinations, rule_payload, rules_text, save_rules
 
 DEFAULT_LIMIT = 5000
 MAX_LIMIT = 20000
@@ -283,6 +291,68 @@ def api_run_commands(request: HttpRequest, run_id: int) -> JsonResponse:
         return JsonResponse({"command": None, "status": run.status})
     outcome = outcomes(run, [command])[command.pk]
     return JsonResponse({"command": command_payload(command, outcome), "status": run.status}, status=201)
+
+
+@require_http_methods(["GET", "PUT"])
+@bearer_token_required
+@answers_bad_parameters(json_body=True)
+def api_run_watchdogs(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = _visible_run(request, run_id)
+    if run is None:
+        return _not_found()
+    editor = can_control_run(request.user, run)
+    if request.method == "PUT":
+        if not editor:
+            return _error(
+                403,
+                f"{request.user.get_username()} may see run {run.pk} but not change its watchdogs "
+                "(ask its owner for the editor role in its team).",
+            )
+        errors = _save_watchdogs(request, run)
+        if errors:
+            return JsonResponse({"errors": errors}, status=400)
+    return JsonResponse(_watchdogs(run, editor))
+
+
+def _watchdogs(run: Run, editor: bool) -> dict:
+    shown = {"run": run.pk, "can_edit": editor, "rules": [rule_payload(rule, editor) for rule in run.watchdogs.all()]}
+    if editor:
+        shown["webhook_url"], shown["email"] = destinations(run)
+    return shown
+
+
+def _save_watchdogs(request: HttpRequest, run: Run) -> list[dict[str, str]]:
+    """Validate the body as the watchdog page's form validates it and store it; the errors, one per
+    problem (one per bad rule line), none when it was stored."""
+    data, errors = _watchdog_fields(json_object_body(request), run)
+    if errors:
+        return errors
+    form = WatchdogFields(data)
+    if not form.is_valid():
+        return [{"field": field, "message": message} for field, messages in form.errors.items() for message in messages]
+    cleaned = form.cleaned_data
+    save_rules(run, cleaned["rules"], cleaned["webhook_url"], cleaned["email"], request.user)
+    return []
+
+
+def _watchdog_fields(body: dict, run: Run) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The form's fields from a JSON body: `rules` as text or a list of lines; a field left out keeps
+    the run's current value. Errors for values that are not text and for unknown fields."""
+    webhook_url, email = destinations(run)
+    data = {"rules": rules_text(run), "webhook_url": webhook_url, "email": email, **body}
+    if isinstance(data["rules"], list) and all(isinstance(line, str) for line in data["rules"]):
+        data["rules"] = "\n".join(data["rules"])
+    errors = [{"field": name, "message": problem} for name, value in data.items() if (problem := _problem(name, value))]
+    return data, errors
+
+
+def _problem(name: str, value: object) -> str | None:
+    """What is wrong with field `name` of a watchdog body, or None."""
+    if name not in WatchdogFields.base_fields:
+        return "is not a watchdog field (use rules, webhook_url, email)"
+    if not isinstance(value, str):
+        return "must be text or a list of lines" if name == "rules" else "must be text"
+    return None
 
 
 def _command_kind(request: HttpRequest) -> str:

@@ -3,7 +3,16 @@
 A command is a Command row; the worker's `StudioControl` hands it to the engine at the next step
 boundary, and the engine logs a "command" event (data: kind, requested_by, id) when it applies it,
 then its effect: a "reset" event, a "checkpoint" event, or a "status" event (paused, running,
-stopped). Pages, the JSON endpoints and the token API all go through `send_command`.
+stopped). Pages, the JSON endpoints, the token API and the watchdogs all go through `send_command`.
+
+A run a worker has taken up takes commands before its "running" status arrives (the model and data
+are loading, or its first steps are in the sink's first batch): they wait as rows, and the trainer
+applies them at its first step boundary. A queued run nobody has taken up takes only a stop.
+
+A failed or stopped run takes a resume whenever it has a checkpoint to resume from (its own latest,
+or for a fork without one yet, the parent's it started from): it goes back on the queue, and the
+worker that takes it up resumes it there (the engine restores the checkpoint and the sink drops what
+was logged after it), so its steps stay 1..N with no gap and no step twice.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
 
+from studio import queue
 from studio.models import Command, Event, Run, RunStatus
 from studio.run_status import record_status
 
@@ -26,6 +36,9 @@ VERBS = {
     Kind.STOP: "stop",
     Kind.SAVE_CHECKPOINT: "save a checkpoint of",
 }
+
+
+RESUMABLE = (RunStatus.FAILED, RunStatus.STOPPED)  # ended, but a resume puts them back on the queue
 
 
 class CommandRefused(Exception):
@@ -52,10 +65,12 @@ def refusal(run: Run, kind: str) -> str | None:
     """Why `run` cannot take a `kind` command now, or None when it can."""
     name = f"Run #{run.pk} ({run.name})"
     verb = VERBS[Kind(kind)]
+    if kind == Kind.RESUME and run.status in RESUMABLE:
+        return _no_resume_point(run)
     if run.is_terminal:
         return f"Cannot {verb} run #{run.pk}: it is {run.status}, so it takes no more commands."
-    if run.status == RunStatus.QUEUED and kind != Kind.STOP:
-        return f"Cannot {verb} run #{run.pk}: it is queued; commands reach a run once a worker trains it."
+    if run.status == RunStatus.QUEUED and not run.worker and kind != Kind.STOP:
+        return f"Cannot {verb} run #{run.pk}: it is queued; commands reach a run once a worker takes it up."
     if kind == Kind.RESUME and run.status != RunStatus.PAUSED:
         return f"{name} is {run.status}, not paused: there is nothing to resume."
     if kind == Kind.PAUSE and run.status == RunStatus.PAUSED:
@@ -69,12 +84,14 @@ def send_command(run: Run, kind: str, user: AbstractBaseUser) -> Command | None:
     Returns the Command row, or None when a queued run was stopped at once (no worker holds it).
     Raises CommandRefused when the run's state rules the command out.
     """
-    run.refresh_from_db(fields=["status", "last_step"])
+    run.refresh_from_db(fields=["status", "last_step", "worker"])
     reason = refusal(run, kind)
     if reason:
         raise CommandRefused(reason)
     if kind == Kind.STOP and _stop_queued(run, user):
         return None
+    if kind == Kind.RESUME and run.status in RESUMABLE:
+        return _requeue(run, user)
     return Command.objects.create(run=run, kind=kind, requested_by=user)
 
 
@@ -86,9 +103,44 @@ def _stop_queued(run: Run, user: AbstractBaseUser) -> bool:
         row = Run.objects.select_for_update().filter(pk=run.pk).first()
         if row is None or row.status != RunStatus.QUEUED or row.worker:
             return False
-        record_status(run.pk, row.last_step, RunStatus.STOPPED, requested_by=user.get_username())
+        record_status(run.pk, row.last_step, RunStatus.STOPPED, requested_by=user.get_username())  # pushes the queue
     run.status = RunStatus.STOPPED
     return True
+
+
+def resume_point(run: Run) -> int | None:
+    """The step a failed or stopped `run` resumes from: its latest checkpoint's, or for a fork that
+    has none of its own, the parent checkpoint's it started from; None when there is neither."""
+    latest = run.checkpoints.order_by("-step").values_list("step", flat=True).first()
+    if latest is None and run.parent_checkpoint_id is not None:
+        return run.fork_step
+    return latest
+
+
+def _no_resume_point(run: Run) -> str | None:
+    """Why a failed or stopped `run` cannot be resumed (nothing to resume from), or None when it can."""
+    if resume_point(run) is not None:
+        return None
+    return (
+        f"Cannot resume run #{run.pk}: it is {run.status} and has no checkpoint to resume from (it ended before "
+        "its first one); clone it to train it again."
+    )
+
+
+def _requeue(run: Run, user: AbstractBaseUser) -> Command:
+    """Put a failed or stopped run back on the training queue, with its resume as a command (the
+    trainer logs it applied at the step it resumes from). The row is locked: two resumes queue it once."""
+    with transaction.atomic():
+        row = Run.objects.select_for_update().get(pk=run.pk)
+        if row.status not in RESUMABLE:
+            raise CommandRefused(f"Run #{run.pk} ({run.name}) is {row.status} now: there is nothing to resume.")
+        step = resume_point(row)
+        record_status(run.pk, row.last_step, RunStatus.QUEUED, requested_by=user.get_username(), resume_from=step)
+        Run.objects.filter(pk=run.pk).update(finished_at=None, error="")
+        command = Command.objects.create(run=run, kind=Kind.RESUME, requested_by=user)
+        transaction.on_commit(lambda: queue.send_run(row))
+    run.status = RunStatus.QUEUED
+    return command
 
 
 def outcomes(run: Run, commands: list[Command]) -> dict[int, Outcome]:

@@ -23,6 +23,8 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from prorl_engine.boundary import MAX_SAMPLES
+from prorl_engine.config_fields import NOVELTY_CORPORA
 from prorl_engine.paths import MODEL_REFUSED
 from studio import queue
 from studio.models import Checkpoint, Comparison, Run
@@ -33,7 +35,7 @@ from studio.permissions import can_compare_run, can_see_run_details, can_view_ru
 
 RUNS_LISTED = 30
 MAX_MODELS = 6
-MAX_KS = 16  # values of k in one comparison (k <= n <= 64)
+MAX_KS = 16  # values of k in one comparison (k <= n <= MAX_SAMPLES)
 
 
 def _may_use_model(user, model_path: str) -> bool:
@@ -76,11 +78,24 @@ class CompareForm(forms.Form):
         required=False,
         help_text="The run whose data mix holds out the prompts (default: the run of the first checkpoint).",
     )
-    n = forms.IntegerField(min_value=1, max_value=64, initial=4, label="samples per prompt (n)")
+    n = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_SAMPLES,
+        initial=4,
+        label="samples per prompt (n)",
+        help_text=f"Up to {MAX_SAMPLES}: the reasoning-boundary view shows pass@k for every k up to n.",
+    )
     ks = forms.CharField(initial="1, 4", label="pass@k for k in", help_text="Each k at most n.")
     prompts = forms.IntegerField(min_value=1, max_value=500, initial=8, label="prompts")
     max_new_tokens = forms.IntegerField(
         min_value=1, max_value=32768, required=False, help_text="Default: the prompt run's max_response_tokens."
+    )
+    novelty_corpus = forms.ChoiceField(
+        choices=[("", "the prompt run's"), *((name, name) for name in NOVELTY_CORPORA)],
+        required=False,
+        label="novelty against",
+        help_text="Reference corpus of novelty@n (word 4- to 8-grams never in it): none, training_data (the prompt "
+        "run's training split), demo_sft (the demo base model's SFT data).",
     )
 
     def __init__(self, *args: Any, user, **kwargs: Any):
@@ -95,7 +110,7 @@ class CompareForm(forms.Form):
         self.runs = recent
 
     def evaluation_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in ("prompts_from", "n", "ks", "prompts", "max_new_tokens")]
+        return [self[name] for name in ("prompts_from", "n", "ks", "prompts", "max_new_tokens", "novelty_corpus")]
 
     def clean_ks(self) -> list[int]:
         parts = [p for p in re.split(r"[\s,]+", self.cleaned_data["ks"]) if p]
@@ -235,7 +250,7 @@ def start_comparison(owner, cleaned: dict[str, Any]) -> Comparison:
         "prompts": cleaned["prompts"],
         "max_new_tokens": cleaned.get("max_new_tokens") or config.max_response_tokens,
         "prompts_run": prompts_run.pk,
-        "config": config.to_dict(),
+        "config": {**config.to_dict(), "novelty_corpus": cleaned.get("novelty_corpus") or config.novelty_corpus},
     }
     entries = cleaned["entries"]
     run_ids = {e["run"] for e in entries if e["run"]} | {prompts_run.pk}
@@ -391,7 +406,7 @@ def side_by_side(result: dict[str, Any], reference: int = 0) -> dict[str, Any]:
                     "label": label,
                     "rate": rate,
                     "shown": samples[:SAMPLES_SHOWN],
-                    "folded": samples[SAMPLES_SHOWN:],
+                    "folded": [s for s in samples[SAMPLES_SHOWN:] if "response" in s],  # the job keeps 64 texts
                     "samples": samples,
                     "changed": sum(s["changed"] for s in samples),
                     "reference": index == reference,

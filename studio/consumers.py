@@ -11,14 +11,21 @@ an event changes it: {"kind": "checkpoints"} (after a checkpoint event, or one p
 who may steer the run, {"kind": "commands"} (after a command event: each command with its outcome).
 A socket a share link let in gets {"kind": "revoked"} just before it closes when the link is
 revoked (close code 4403, as for an expired link), so the page says why and stops reconnecting.
+While the channel layer is unreachable (Redis away), the handshake is accepted and closed at once
+with code 1013 "Try Again Later", not answered with HTTP 500: the page reconnects with backoff and,
+asking with `after=`, gets every point it missed once the layer is back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -27,6 +34,7 @@ from studio.models import Command, Event, MetricPoint, Run, Sample
 from studio.payloads import (
     EventPayload,
     MetricsPayload,
+    QueuePayload,
     RewindPayload,
     SamplesPayload,
     ShareRevokedPayload,
@@ -41,9 +49,12 @@ from studio.payloads import (
 from studio.permissions import can_control_run, can_see_run_details, can_view_run, share_link_for
 from studio.views import shown_checkpoints
 
+log = logging.getLogger(__name__)
+
 BACKLOG_CHUNK = 2000
 RECENT_COMMANDS = 10  # as many as the run page lists
 CLOSE_REFUSED = 4403  # no (more) access: the page stops reconnecting
+CLOSE_TRY_LATER = 1013  # RFC 6455 "Try Again Later": the channel layer (Redis) is away; the page retries
 
 
 class RunConsumer(AsyncJsonWebsocketConsumer):
@@ -54,6 +65,8 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     share_expires_at: float | None = None
     details: bool = False  # the full error and server paths (can_see_run_details); else viewer forms
     can_control: bool = False  # may steer the run (can_control_run): gets the command list
+    joined: bool = False  # in the run's channel-layer group
+    layer_lost: bool = False  # the channel layer failed (Redis away): the socket closes with 1013
 
     async def connect(self) -> None:
         run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
@@ -64,22 +77,76 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         self.run = run
         self.last_step = _after(self.scope.get("query_string", b""))
         self.sent_events = set()
-        await self.channel_layer.group_add(run.group_name, self.channel_name)
+        try:
+            await self.channel_layer.group_add(run.group_name, self.channel_name)
+        except Exception as exc:  # whatever the layer's client raises (redis-py's errors are no OSError)
+            self._layer_failed(exc)
+        if self.layer_lost:
+            await self.accept()  # a close code reaches the page only after a handshake
+            await self.close(code=CLOSE_TRY_LATER)
+            return
+        self.joined = True
         await self.accept()
         await self._send_backlog()
 
+    # --- the channel layer: its failures close the socket with 1013 --------------------------------
+    @property
+    def channel_receive(self) -> Callable[[], Awaitable[dict]]:
+        """This socket's receive from the channel layer (Channels' __call__ sets it), made to report a
+        failing layer as a `run.layer_lost` message instead of raising: raised, it would end the
+        consumer with an error (HTTP 500 to a handshake, 1011 to an open socket)."""
+        return self._guarded_layer_receive
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Callable[[], Awaitable[dict]]) -> None:
+        self._layer_receive = receive
+
+    async def _guarded_layer_receive(self) -> dict:
+        if self.layer_lost:  # nothing more from the layer: the socket is closing
+            await asyncio.Event().wait()
+        try:
+            return await self._layer_receive()
+        except Exception as exc:
+            self._layer_failed(exc)
+            return {"type": "run.layer_lost"}
+
+    def _layer_failed(self, exc: Exception) -> None:
+        self.layer_lost = True
+        log.warning("run %s: the channel layer is unreachable, websocket closed (1013): %s", self._run_id(), exc)
+
+    async def run_layer_lost(self, message: dict) -> None:
+        """An open socket closes with 1013 (a handshake still under way is closed by `connect`)."""
+        if self.joined:
+            await self.close(code=CLOSE_TRY_LATER)
+
+    def _run_id(self) -> int:
+        return int(self.scope["url_route"]["kwargs"]["run_id"])
+
     async def dispatch(self, message: dict) -> None:
         """A socket let in by a share link closes when the link expires (and when it is revoked:
-        `run_share_revoked`)."""
+        `run_share_revoked`).
+
+        Channels' own dispatch first closes stale database connections, in the one thread that
+        Django's sync code shares: a hop per payload per viewer, queued behind every HTTP view (200
+        viewers at 5 points/s: 1000 hops a second, a third of the server's CPU per point:
+        bench/viewers.py). Every database call here goes through `database_sync_to_async`, which
+        closes them itself, so handlers are called directly."""
         expired = self.share_expires_at is not None and time.time() >= self.share_expires_at
         if expired and message["type"].startswith("run."):
             await self.close(code=CLOSE_REFUSED)
             return
-        await super().dispatch(message)
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
-        if hasattr(self, "run"):
+        if not self.joined:
+            return
+        try:
             await self.channel_layer.group_discard(self.run.group_name, self.channel_name)
+        except Exception as exc:  # the layer went away meanwhile: its group expiry drops this channel
+            log.info("run %s: websocket left without leaving its group: %s", self.run.pk, exc)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """{"type": "ping"} keeps proxies from closing an idle socket."""
@@ -128,6 +195,12 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     async def run_rewind(self, payload: RewindPayload) -> None:
         self.last_step = min(self.last_step, payload["step"])
         await self.send_json({"kind": "rewind", "step": payload["step"]})
+
+    async def run_queue(self, payload: QueuePayload) -> None:
+        """Where the queued run now stands (studio.queue `publish_queue`); a share link's page shows
+        no queue (it would name other runs and the workers)."""
+        if self.share_link_id is None:
+            await self.send_json({"kind": "queue", "queue": payload["queue"]})
 
     def _for_viewer(self, event: dict) -> dict:
         return event if self.details else viewer_event(event, self.run.run_dir)

@@ -14,8 +14,8 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_POST
 
-from studio.commands import CommandRefused, Kind, command_payload, outcomes, send_command
-from studio.models import Command, Run
+from studio.commands import CommandRefused, Kind, command_payload, outcomes, resume_point, send_command
+from studio.models import Command, Run, RunStatus
 from studio.permissions import can_control_run, can_view_run
 
 DONE_MESSAGES = {
@@ -26,6 +26,7 @@ DONE_MESSAGES = {
     Kind.SAVE_CHECKPOINT: "A checkpoint will be saved at the next step boundary.",
 }
 STOPPED_AT_ONCE = "The run was still queued: it is stopped."
+REQUEUED = "The run is queued again: the worker that takes it up resumes it from its checkpoint at step {step}."
 RECENT_COMMANDS = 20
 
 
@@ -39,6 +40,13 @@ def _visible_run(request: HttpRequest, run_id: int) -> Run:
     if not can_view_run(request.user, run):
         raise Http404("No such run")
     return run
+
+
+def _done_message(run: Run, kind: str) -> str:
+    """What a person is told of a command the run took (a failed or stopped run's resume re-queues it)."""
+    if kind == Kind.RESUME and run.status == RunStatus.QUEUED:
+        return REQUEUED.format(step=resume_point(run))
+    return DONE_MESSAGES[Kind(kind)]
 
 
 def _command(request: HttpRequest, run_id: int, kind: str) -> HttpResponse:
@@ -64,10 +72,10 @@ def _command(request: HttpRequest, run_id: int, kind: str) -> HttpResponse:
     if as_json:
         outcome = outcomes(run, [command])[command.pk]
         return JsonResponse(
-            {"command": command_payload(command, outcome), "status": run.status, "message": DONE_MESSAGES[Kind(kind)]},
+            {"command": command_payload(command, outcome), "status": run.status, "message": _done_message(run, kind)},
             status=202,
         )
-    messages.success(request, DONE_MESSAGES[Kind(kind)])
+    messages.success(request, _done_message(run, kind))
     return redirect(run)
 
 

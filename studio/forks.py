@@ -3,6 +3,7 @@
 The engine restores the checkpoint's weights, reference, optimizer, step and reset history
 (`Trainer(..., fork_from=<checkpoint folder>)`); the fork's steps continue the parent's, so its
 first step is the checkpoint's step + 1, and its page draws the parent's curves up to there in grey.
+The fork form starts from the parent's config and watchdog rules, both editable.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from studio.params import answers_bad_parameters, optional_id_param
 from studio.payloads import shown_config
 from studio.permissions import can_fork_run, can_see_run_details, can_view_run
 from studio.series import chart_data
+from studio.watchdogs import copied_fields
 
 
 class CheckpointChoice(forms.ModelChoiceField):
@@ -80,6 +82,7 @@ def run_fork(request: HttpRequest, run_id: int) -> HttpResponse:
         initial = {
             "name": f"{parent.name} (fork @ step {chosen.step})",
             **initial_from_config(config),
+            **copied_fields(parent, request.user),
             "checkpoint": chosen.pk,
         }
         form = ForkForm(initial=initial, checkpoints=checkpoints, user=request.user, fork_parent=parent)
@@ -90,6 +93,7 @@ def run_fork(request: HttpRequest, run_id: int) -> HttpResponse:
     run = launch_run(
         request.user, form.cleaned_data["name"], form.config, parent_checkpoint=form.cleaned_data["checkpoint"]
     )
+    form.save_watchdogs(run, request.user)
     return redirect(run)
 
 

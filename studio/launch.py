@@ -46,6 +46,5 @@ def launch_run(
             cloned_from=cloned_from,
             **fork,
         )
-        route = queue.training_queue(config.gpus)
-        transaction.on_commit(lambda: queue.enqueue(queue.TRAIN_RUN, run.pk, route))
+        transaction.on_commit(lambda: queue.send_run(run))
     return run

@@ -17,7 +17,7 @@ from studio.models import MetricPoint, Run
 from studio.params import answers_bad_parameters, id_params
 from studio.payloads import shown_config
 from studio.permissions import can_see_run_details, can_view_run, visible_runs
-from studio.series import chart_data
+from studio.series import AXIS_KEYS, chart_data
 
 RUNS_LISTED = 50
 MAX_RUNS = 8
@@ -66,7 +66,8 @@ def _as_text(value: Any) -> str:
 
 
 def chart_keys(series_of_runs: list[dict[str, Any]]) -> list[str]:
-    keys = {key for series in series_of_runs for key in series}
+    """The metric keys to chart (the running totals the x-axis uses are not charts of their own)."""
+    keys = {key for series in series_of_runs for key in series if key not in AXIS_KEYS}
     return [k for k in FIRST_KEYS if k in keys] + sorted(keys - set(FIRST_KEYS))
 
 
@@ -90,7 +91,8 @@ def overlay(request: HttpRequest) -> HttpResponse:
 @login_required
 @answers_bad_parameters(json_body=True)
 def overlay_data(request: HttpRequest) -> JsonResponse:
-    """{runs: [{id, name, series}], keys}: each run's curves, downsampled like the run page's."""
+    """{runs: [{id, name, series}], keys}: each run's curves, downsampled like the run page's, with
+    its running totals of generated tokens and wall time (the x-axes other than the step)."""
     runs = _chosen_runs(request)
     out = []
     for run in runs:
@@ -99,7 +101,7 @@ def overlay_data(request: HttpRequest) -> JsonResponse:
             {
                 "id": run.pk,
                 "name": f"#{run.pk} {run.name}",
-                "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS),
+                "series": chart_data(rows.iterator(chunk_size=2000), settings.CHART_POINTS, axes=True),
             }
         )
     return JsonResponse({"runs": out, "keys": chart_keys([r["series"] for r in out])})

@@ -16,15 +16,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from studio.models import TERMINAL_STATUSES, Event, Run, RunStatus
+from studio.queue import publish_queue
 
 
 def status_changes(status: RunStatus, error: str = "") -> dict[str, Any]:
     """The Run fields a status event sets: the status; once it is over, the time it ended and its
-    lease released; the error when the event carries one."""
+    lease released; the error when the event carries one, cleared once the run is running again
+    (resumed after a pause for a refused checkpoint, or after it failed)."""
     changes: dict[str, Any] = {"status": status}
     if status in TERMINAL_STATUSES:
         changes.update(finished_at=timezone.now(), worker="")
-    if error:
+    if error or status == RunStatus.RUNNING:
         changes["error"] = error
     return changes
 
@@ -40,4 +42,5 @@ def record_status(run_id: int, step: int, status: RunStatus, error: str = "", **
             data={"status": status.value, "error": error, **data},
         )
         Run.objects.filter(pk=run_id).update(**status_changes(status, error))
+        transaction.on_commit(lambda: publish_queue(run_id))  # where the queued runs stand changed
     return event

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
 
 import numpy as np
+from django.conf import settings
+from django.db.models import Count, Max
+
+from studio.models import MetricPoint, Run
 
 
 def to_series(rows: Iterable[tuple[int, dict[str, float | None]]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -89,3 +96,58 @@ def chart_data(
         xs, ys = downsample(steps, values, target)
         out[key] = {"steps": xs, "values": _significant(ys)}
     return out
+
+
+class RunSeriesCache:
+    """One computed value per run, for one version of its stored points; the `size` runs used last.
+
+    A live run's new version replaces its old one (rather than filling the cache with versions no
+    one asks for again); the value is computed outside the lock, so a slow run blocks no other."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[int, tuple[Hashable, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, run_id: int, version: Hashable, compute: Callable[[], str]) -> str:
+        with self._lock:
+            entry = self._entries.get(run_id)
+            if entry is not None and entry[0] == version:
+                self._entries.move_to_end(run_id)
+                return entry[1]
+        value = compute()
+        with self._lock:
+            self._entries[run_id] = (version, value)
+            self._entries.move_to_end(run_id)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+# Runs whose chart series a server process keeps: at most about 1 MB each (40 curves x 2000 points).
+SERIES_CACHE_RUNS = 32
+chart_cache = RunSeriesCache(SERIES_CACHE_RUNS)
+
+
+def run_chart_json(run: Run) -> str:
+    """The run page's curves (`chart_data` at CHART_POINTS, with the cumulative axes) as JSON text,
+    computed once per run and set of stored points: 50 people on one run page cost one computation
+    (and one encoding) per new point, not one per request (bench/viewers.py).
+
+    The version is the count and the highest id of the run's points: rows are only ever appended
+    (new ids) or deleted (a rewind: fewer rows), never changed in place, so any change moves it. The
+    points read are those up to that id, so the value matches its version even while a worker writes.
+    The run's creation time guards against a reused run id (a test database rolled back)."""
+    stored = MetricPoint.objects.filter(run_id=run.pk).aggregate(count=Count("id"), last=Max("id"))
+    last_id, target = stored["last"] or 0, settings.CHART_POINTS
+    version = (run.created_at, stored["count"], last_id, target)
+
+    def compute() -> str:
+        rows = MetricPoint.objects.filter(run_id=run.pk, id__lte=last_id).order_by("step")
+        return json.dumps(chart_data(rows.values_list("step", "values").iterator(chunk_size=2000), target, axes=True))
+
+    return chart_cache.get(run.pk, version, compute)

@@ -101,6 +101,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "studio.middleware.NotFoundMiddleware",
+    "studio.middleware.DatabaseUnavailableMiddleware",  # 503 + Retry-After while the database is away
     "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
 ]
 

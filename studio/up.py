@@ -164,7 +164,7 @@ def launch_demo_run(config: str | None) -> None:
     unfinished = list(Run.objects.exclude(status__in=TERMINAL_STATUSES))
     for run in unfinished:
         log(f"re-queueing unfinished run #{run.pk} ({run.name}, step {run.last_step}/{run.total_steps})")
-        queue.enqueue(queue.TRAIN_RUN, run.pk)
+        queue.send_run(run)
     demo = get_user_model().objects.get(username=DEMO_USER)
     if any(run.owner_id == demo.pk for run in unfinished):
         return
@@ -193,6 +193,17 @@ def worker_command(name: str = "gpu-worker") -> list[str]:
         "-n",
         f"{name}@%h",
     ]
+
+
+LISTEN_BACKLOG = 1024  # connections the kernel holds for accept(): a burst of viewers opening the page at once
+
+
+def server_command(port: int, backlog: int = LISTEN_BACKLOG) -> list[str]:
+    """The ASGI server (daphne) on 127.0.0.1:`port`; bench/viewers.py starts the same. Twisted's
+    endpoint string sets the listen backlog: daphne's -b/-p keep Twisted's 50, with which 17-30 of
+    200 handshakes in a burst were seen failing (issue 16), though bench/viewers.py saw none either way."""
+    endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"
+    return [sys.executable, "-m", "daphne", "-e", endpoint, "studio.asgi:application"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -224,11 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         username, password = prepare_database()
         for name in WORKERS:
             children.start(name, worker_command(name), env)
-        server = children.start(
-            "daphne",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(args.port), "studio.asgi:application"],
-            env,
-        )
+        server = children.start("daphne", server_command(args.port), env)
         wait_for_port(args.port, server, 60, "daphne")
         print(
             f"\n  ProRL Studio is up: http://127.0.0.1:{args.port}/\n"

@@ -4,6 +4,7 @@ from django.urls import path, re_path
 
 from studio import (
     api,
+    boundary,
     compare,
     control,
     export,
@@ -50,6 +51,8 @@ urlpatterns = [
     path("compare/", compare.compare_new, name="compare-new"),
     path("compare/<int:comparison_id>/", compare.compare_detail, name="compare-detail"),
     path("compare/<int:comparison_id>/data.json", compare.compare_data, name="compare-data"),
+    path("compare/<int:comparison_id>/boundary/", boundary.compare_boundary, name="compare-boundary"),
+    path("compare/<int:comparison_id>/boundary.json", boundary.compare_boundary_data, name="compare-boundary-data"),
     path("overlay/", overlay.overlay, name="overlay"),
     path("overlay/data.json", overlay.overlay_data, name="overlay-data"),
     # sharing and access: a run's team and share links, teams, API tokens, the JSON API
@@ -81,6 +84,7 @@ urlpatterns = [
     path("api/v1/runs/<int:run_id>/metrics/", api.api_run_metrics, name="api-run-metrics"),
     path("api/v1/runs/<int:run_id>/events/", api.api_run_events, name="api-run-events"),
     path("api/v1/runs/<int:run_id>/commands/", api.api_run_commands, name="api-run-commands"),
+    path("api/v1/runs/<int:run_id>/watchdogs/", api.api_run_watchdogs, name="api-run-watchdogs"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -27,6 +27,9 @@ endpoint and most chat tools accept, and/or e-mail through Django's mail setting
 the reference; the last two are Commands sent through studio.commands, as the run page's buttons
 send them, on behalf of the person who wrote the rule, and only while that person may still steer
 the run. Every firing is an Event of kind "watchdog", so it appears with the run's other events.
+
+A clone or a fork starts with its source's rules in its form (`copied_fields`); the JSON API reads
+and replaces a run's rules (studio.api, /api/v1/runs/<id>/watchdogs/) as this page does.
 """
 
 from __future__ import annotations
@@ -171,6 +174,45 @@ def parse_rules(text: str) -> list[RuleSpec]:
 def rules_text(run: Run) -> str:
     """The run's rules as the field holds them."""
     return "\n".join(rule.text for rule in run.watchdogs.all())
+
+
+def destinations(run: Run) -> tuple[str, str]:
+    """(webhook URL, e-mail addresses) of the run's notifications: every rule of a run shares them
+    (`save_rules`); ("", "") for a run without rules."""
+    first = run.watchdogs.first()
+    return (first.webhook_url, first.email) if first else ("", "")
+
+
+def copied_fields(source: Run, user) -> dict[str, str]:
+    """The run form's watchdog fields for a clone or fork of `source`: its rules, to edit before the
+    launch; its webhook and addresses only for `user`s who may steer it (a webhook URL is a secret)."""
+    webhook_url, email = destinations(source) if can_control_run(user, source) else ("", "")
+    return {"watchdogs": rules_text(source), "watchdog_webhook": webhook_url, "watchdog_email": email}
+
+
+def rule_payload(rule: Watchdog, editor: bool) -> dict[str, Any]:
+    """A rule as the JSON API shows it; `editor` (can_control_run): where it notifies and what became of
+    its last notification too."""
+    payload: dict[str, Any] = {
+        "id": rule.pk,
+        "text": rule.text,
+        "condition": rule.condition,
+        "kind": rule.kind,
+        "metric": rule.metric,
+        "direction": rule.direction,
+        "threshold": rule.threshold,
+        "for_steps": rule.for_steps,
+        "stale_minutes": rule.stale_minutes,
+        "action": rule.action,
+        "tripped": rule.tripped,
+        "streak": rule.streak,
+        "fired_count": rule.fired_count,
+        "last_fired_step": rule.last_fired_step,
+        "last_fired_at": rule.last_fired_at.isoformat() if rule.last_fired_at else None,
+    }
+    if editor:
+        payload.update(webhook_url=rule.webhook_url, email=rule.email, last_delivery=rule.last_delivery)
+    return payload
 
 
 # --- the form fields (the run form and the watchdog page share them) -----------------------------
@@ -533,15 +575,8 @@ def run_watchdogs(request: HttpRequest, run_id: int) -> HttpResponse:
             return redirect("run-watchdogs", run.pk)
         status = 400
     else:
-        rows = list(run.watchdogs.all())
-        first = rows[0] if rows else None
-        form = WatchdogFields(
-            initial={
-                "rules": rules_text(run),
-                "webhook_url": first.webhook_url if first else "",
-                "email": first.email if first else "",
-            }
-        )
+        webhook_url, email = destinations(run)
+        form = WatchdogFields(initial={"rules": rules_text(run), "webhook_url": webhook_url, "email": email})
         status = 200
     rows = list(run.watchdogs.all())
     context = {

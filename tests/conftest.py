@@ -287,3 +287,18 @@ def live_studio(live_studio_session: LiveStudio) -> Iterator[LiveStudio]:
     test's worker takes (and finishes) the next test's runs."""
     yield live_studio_session
     live_studio_session.stop_workers()
+
+
+@pytest.fixture(scope="module")
+def make_live_studio(django_db_setup, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """make_live_studio(redis_url): a LiveStudio on a Redis of the module's own (one its tests kill
+    and start again), stopped when the module ends."""
+    studios: list[LiveStudio] = []
+
+    def make(redis_url: str) -> LiveStudio:
+        studios.append(LiveStudio(tmp_path_factory.mktemp("live-studio"), redis_url))
+        return studios[-1]
+
+    yield make
+    for studio in studios:
+        studio.stop()

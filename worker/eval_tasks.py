@@ -26,6 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from prorl_engine.config import ConfigError, RunConfig
+from prorl_engine.novelty import NgramIndex, reference_index, training_examples
 from prorl_engine.paths import MODEL_REFUSED
 from studio.models import Comparison, Run
 from studio.permissions import can_view_run
@@ -95,8 +96,29 @@ def evaluate_comparison(comparison: Comparison) -> dict[str, Any]:
         format_penalty=config.format_penalty,
         truncated_reward=config.truncated_reward,
         backend=config.rollout_backend,  # the run's own sampler
+        novelty=comparison_novelty_index(config),
     )
-    return _jsonable(result.to_dict())
+    return _jsonable(keep_first_texts(result.to_dict()))
+
+
+TEXTS_KEPT = 64  # completions per model and prompt stored with their text (the form's n up to 64 keeps all)
+
+
+def keep_first_texts(result: dict[str, Any], kept: int = TEXTS_KEPT) -> dict[str, Any]:
+    """The comparison's result with each model's answers to a prompt past the first `kept`
+    reduced to correct, reward and length: what pass@k and the boundary view count, without the
+    text of up to 256 completions per prompt (a boundary study's n)."""
+    for entry in result["prompts"]:
+        for answers in entry["answers"].values():
+            answers[kept:] = [{key: a[key] for key in ("correct", "reward", "length")} for a in answers[kept:]]
+    return result
+
+
+def comparison_novelty_index(config: RunConfig) -> NgramIndex | None:
+    """The index of the prompts config's `novelty_corpus` (None for "none"): its training split
+    (the data files as `permitted_prompts_config` located them), or a named corpus."""
+    training = training_examples(config.data, config.seed) if config.novelty_corpus == "training_data" else ()
+    return reference_index(config.novelty_corpus, training)
 
 
 def permitted_models(comparison: Comparison) -> dict[str, str]:

@@ -5,8 +5,10 @@ trains: its one thread is inside the task and answers nothing. A thread of our o
 every WORKER_LEASE_S / 4 seconds whatever the task does, the way the sink renews a run's lease; the
 workers page and the queue explanations (studio/workers.py) read these rows and the runs' leases.
 
-The same thread runs the watchdogs' "no new step" check (studio.watchdogs.check_stale): Celery beat
-is not part of `make up`, and a check that lives in every worker still runs when one trainer hangs.
+The same thread runs the watchdogs' "no new step" check (studio.watchdogs.check_stale) and, every
+WORKER_LEASE_S, the reconciler that sends again the runs that lost their Celery message
+(worker/reconcile.py): Celery beat is not part of `make up`, and a check that lives in every worker
+still runs when one trainer hangs or one worker is gone.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from django.utils import timezone
 
 from studio.models import WorkerPresence
 from studio.watchdogs import check_stale
+from worker.reconcile import reconcile
 from worker.tasks import WORKER_NAME
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ class Presence:
 
     def _loop(self) -> None:
         interval = settings.WORKER_LEASE_S / 4
+        reconcile_at = time.monotonic()  # at once: a worker starting after a Redis restart looks first
         try:
             while True:
                 try:
@@ -71,9 +75,19 @@ class Presence:
                 except Exception:  # the database may be down for a while: try again at the next beat
                     log.exception("worker presence report failed")
                     connection.close()
+                if time.monotonic() >= reconcile_at:
+                    reconcile_at = time.monotonic() + settings.WORKER_LEASE_S
+                    self._reconcile()
                 if self.stopping.wait(interval):
                     return
         finally:
+            connection.close()
+
+    def _reconcile(self) -> None:
+        try:
+            reconcile()
+        except Exception:  # the database or Redis may be away: the next round looks again
+            log.exception("reconciling the queued runs failed")
             connection.close()
 
     def stop(self) -> None:

@@ -45,7 +45,7 @@ def main(run_id: int) -> int:
         Trainer(config, run.run_dir, sink, control, fork_from=fork_from, group=group).train()
     except Exception as exc:
         if sink is not None:
-            _fail(sink, run, f"{type(exc).__name__} on rank 0: {exc}\n\n{traceback.format_exc(limit=8)}")
+            _fail(sink, run, f"{type(exc).__name__} on rank 0: {exc}\n\n{traceback.format_exc(limit=8)}", exc)
         raise
     finally:
         group.close()

@@ -5,6 +5,16 @@ The trainer thread only appends to a queue. One flusher thread drains it: whatev
 while it was busy is written in one transaction (group commit), then published to the run's
 channel-layer group. A payload is published only after its rows are committed, so a browser that
 reconnects and reads the database never misses a point it was not sent.
+
+Storing is what matters; publishing is best effort. While the database is away the flusher retries
+the batch with a backoff and the trainer keeps training, its points held in memory, up to
+DB_OUTAGE_S seconds or MAX_HELD items: then the sink fails the run with a message saying so. While
+Redis is away the payloads wait (up to MAX_UNPUBLISHED, the oldest dropped first: the consumer fills
+any hole in the points from the database) and go out once the layer answers again. A Redis outage
+never ends a run.
+
+Each batch renews the run's lease first, and only while this sink's worker holds it: a worker that
+lost its lease (another took the run up after it went silent) stores nothing more and stops.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -24,7 +35,7 @@ from django.utils import timezone
 
 from prorl_engine.events import Command as EngineCommand
 from prorl_engine.events import CommandKind, Event, Sample
-from studio.models import Checkpoint, Command, MetricPoint, Run, RunStatus
+from studio.models import TERMINAL_STATUSES, Checkpoint, Command, MetricPoint, Run, RunStatus
 from studio.models import Event as EventRow
 from studio.models import Sample as SampleRow
 from studio.payloads import (
@@ -39,21 +50,45 @@ from studio.payloads import (
     samples_message,
     status_message,
 )
+from studio.queue import publish_queue
 from studio.run_status import status_changes
 from studio.watchdogs import RunWatchdogs
+from worker.db_retry import TRANSIENT_DB_ERRORS, DatabaseUnavailable, backoff_delays, retry_transient
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
+DB_OUTAGE_S = 600.0  # how long the sink waits for the database before it fails the run
+MAX_HELD = 50_000  # items (points, samples, events) held in memory while the database is away
+MAX_UNPUBLISHED = 2000  # payloads kept for the channel layer while Redis is away
+PUBLISH_TIMEOUT_S = 5.0  # one group_send; a hung Redis must not stall the writes
 STATUS_FOR = {s.value: s for s in RunStatus}
+
+
+class SinkError(RuntimeError):
+    """The sink cannot store the run's data: the trainer must stop."""
+
+
+class LeaseLost(SinkError):
+    """Another worker took the run up (this one went silent too long): this attempt stops, and
+    records nothing, since the run is no longer its own."""
 
 
 class StudioSink:
     """EventSink of one run: batched database writes, then typed payloads to the run's group."""
 
-    def __init__(self, run: Run, *, max_batch: int = MAX_BATCH, heartbeat_s: float | None = None):
+    def __init__(
+        self,
+        run: Run,
+        *,
+        max_batch: int = MAX_BATCH,
+        heartbeat_s: float | None = None,
+        outage_s: float | None = None,
+        max_held: int = MAX_HELD,
+    ):
         self.run_id = run.pk
         self.group = run.group_name
+        self.worker = run.worker  # the lease holder (worker/tasks.py claim_run): renewed only for it
         self.total = run.total_steps
         self.started = run.started_at.timestamp() if run.started_at else None
         self.resumed_from = run.resumed_from_step
@@ -62,11 +97,17 @@ class StudioSink:
         self.watchdogs = RunWatchdogs(run.pk)  # metric rules, evaluated on each batch of points
         self.max_batch = max_batch
         self.heartbeat_s = heartbeat_s if heartbeat_s is not None else settings.WORKER_LEASE_S / 4
+        self.outage_s = outage_s if outage_s is not None else DB_OUTAGE_S
+        self.max_held = max_held
         self._items: deque[tuple[str, Any]] = deque()
+        self._unpublished: deque[RunPayload] = deque(maxlen=MAX_UNPUBLISHED)
+        self._publish_delays = _publish_backoff()
+        self._publish_at = 0.0  # monotonic time of the next publishing attempt
         self._cond = threading.Condition()
         self._busy = False
         self._stopping = False
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  # sticky: a broken sink refuses everything after
+        self._error_seen = False
         self._thread = threading.Thread(target=self._flusher, name=f"studio-sink-{run.pk}", daemon=True)
         self._thread.start()
 
@@ -86,35 +127,25 @@ class StudioSink:
     def rewind(self, step: int) -> None:
         """Drop what a crashed attempt logged after `step`, the checkpoint this attempt resumes from."""
         self.flush()
-        with transaction.atomic():
-            for model in (MetricPoint, EventRow, SampleRow, Checkpoint):
-                model.objects.filter(run_id=self.run_id, step__gt=step).delete()
-            last = MetricPoint.objects.filter(run_id=self.run_id, step=step).values_list("values", flat=True).first()
-            run = Run.objects.select_for_update().get(pk=self.run_id)
-            run.last_step = step
-            run.resumed_from_step = step
-            run.latest_reward = (last or {}).get("reward/mean")
-            run.save(update_fields=["last_step", "resumed_from_step", "latest_reward"])
-            resume = EventRow.objects.create(
-                run_id=self.run_id,
-                step=step,
-                kind="resume",
-                time=time.time(),
-                data={"from_step": step, "attempt": run.attempts},
-            )
+        resume = retry_transient(
+            lambda: self._write_rewind(step), budget_s=self.outage_s, what=f"rewinding run {self.run_id}"
+        )
         self.last_step = self.resumed_from = step
-        self._publish([rewind_message(step), event_message(resume)])
+        self._to_publish([rewind_message(step), event_message(resume)])
 
-    def close(self) -> None:
+    def close(self, *, raise_error: bool = True) -> None:
+        """Store what is queued, stop the flusher thread (and with it the lease's renewal), then
+        raise the sink's error unless the trainer saw it already or `raise_error` is false."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join()
-        self._raise_pending()
+        if raise_error and not self._error_seen:
+            self._raise_pending()
 
     # --- for the task -----------------------------------------------------------------------------
     def flush(self) -> None:
-        """Wait until everything queued so far is committed and published."""
+        """Wait until everything queued so far is committed (published once the layer answers)."""
         with self._cond:
             self._cond.notify_all()
             while (self._items or self._busy) and self._thread.is_alive():
@@ -134,43 +165,91 @@ class StudioSink:
 
     def _raise_pending(self) -> None:
         if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError(f"the studio sink could not store the run's data: {error}") from error
+            self._error_seen = True
+            raise self._error
 
     def _flusher(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
+        self._loop = asyncio.new_event_loop()
         try:
-            while True:
-                with self._cond:
-                    if not self._items and not self._stopping:
-                        self._cond.wait(timeout=self.heartbeat_s)
-                    if not self._items and self._stopping:
-                        return
-                    batch = [self._items.popleft() for _ in range(min(len(self._items), self.max_batch))]
-                    self._busy = True
+            while (batch := self._next_batch()) is not None:
                 try:
-                    payloads = self._write(batch)
-                    self._publish(payloads)
-                except Exception as exc:  # surfaced to the trainer thread at its next call
-                    log.exception("studio sink failed for run %s", self.run_id)
-                    self._error = exc
-                    connection.close()  # the next batch reconnects (the thread keeps one connection)
+                    self._store(batch)
                 finally:
                     with self._cond:
                         self._busy = False
                         self._cond.notify_all()
+                self._deliver()
         finally:
-            loop.close()  # channels-redis closes this loop's connections with it
+            self._deliver(last=True)
+            self._loop.close()  # channels-redis closes this loop's connections with it
             connection.close()
 
+    def _next_batch(self) -> list[tuple[str, Any]] | None:
+        """What to store next (empty: only the lease's renewal, every heartbeat_s); None once the
+        sink is closed and drained, or broken."""
+        with self._cond:
+            if not self._items and not self._stopping and self._error is None:
+                self._cond.wait(timeout=self._idle_s())
+            if self._error is not None or (not self._items and self._stopping):
+                return None
+            self._busy = True
+            return [self._items.popleft() for _ in range(min(len(self._items), self.max_batch))]
+
+    def _idle_s(self) -> float:
+        """How long the flusher may sleep: until the next heartbeat, or the next publishing attempt."""
+        if not self._unpublished:
+            return self.heartbeat_s
+        return max(0.05, min(self.heartbeat_s, self._publish_at - time.monotonic()))
+
+    def _store(self, batch: list[tuple[str, Any]]) -> None:
+        """Write the batch, retrying while the database is away; a failure that will not pass
+        breaks the sink (the trainer sees it at its next call) and drops what it held."""
+        try:
+            payloads = retry_transient(
+                lambda: self._write(batch),
+                budget_s=self.outage_s,
+                what=f"run {self.run_id}: storing its data",
+                give_up=lambda: self._over_bound(len(batch)),
+            )
+        except LeaseLost as exc:
+            self._break(exc)
+        except DatabaseUnavailable as exc:
+            self._break(SinkError(f"{exc}. The run stopped; resume it to continue from its last checkpoint."), exc)
+        except Exception as exc:
+            log.exception("studio sink failed for run %s", self.run_id)
+            connection.close()  # the next use reconnects (the thread keeps one connection)
+            self._break(SinkError(f"the studio sink could not store the run's data: {exc}"), exc)
+        else:
+            self._to_publish(payloads)
+
+    def _over_bound(self, in_batch: int) -> str | None:
+        held = len(self._items) + in_batch
+        return f"{held} items are held in memory, the bound is {self.max_held}" if held > self.max_held else None
+
+    def _break(self, error: SinkError, cause: BaseException | None = None) -> None:
+        """Stop storing: the trainer gets `error` (caused by `cause`) from its next call."""
+        error.__cause__ = cause
+        with self._cond:
+            self._error = error
+            self._items.clear()
+            self._cond.notify_all()
+
     def _write(self, batch: list[tuple[str, Any]]) -> list[RunPayload]:
-        """One transaction for the batch; returns the payloads to publish, in the order logged."""
-        now = time.time()
+        """One transaction for the batch; returns the payloads to publish, in the order logged. When
+        it fails, the sink's own view of the run is as before, so the batch can be written again."""
+        before = (self.status, self.last_step)
+        try:
+            return self._write_batch(batch)
+        except BaseException:
+            self.status, self.last_step = before
+            raise
+
+    def _write_batch(self, batch: list[tuple[str, Any]]) -> list[RunPayload]:
         payloads: list[RunPayload] = []
         points: list[Point] = []
-        run_changes: dict[str, Any] = {"heartbeat": now}
+        run_changes: dict[str, Any] = {}
         with transaction.atomic():
+            self._renew_lease()
             for kind, item in batch:
                 if kind == "metrics":
                     step, values = item
@@ -185,8 +264,38 @@ class StudioSink:
                 elif kind == "event":
                     payloads.extend(self._write_event(item, run_changes))
             self._flush_points(points, payloads, run_changes)
-            Run.objects.filter(pk=self.run_id).update(**run_changes)
+            if run_changes:
+                Run.objects.filter(pk=self.run_id).update(**run_changes)
+            if "status" in run_changes:  # started or ended: where the queued runs stand changed
+                transaction.on_commit(lambda: publish_queue(self.run_id))
         return payloads
+
+    def _renew_lease(self) -> None:
+        """The batch's first statement: renew the lease, or raise LeaseLost (the batch is rolled
+        back) when another worker holds the run now. A run this sink ended has no lease left."""
+        if self.status in TERMINAL_STATUSES:
+            return
+        if not Run.objects.filter(pk=self.run_id, worker=self.worker).update(heartbeat=time.time()):
+            holder = Run.objects.filter(pk=self.run_id).values_list("worker", flat=True).first()
+            raise LeaseLost(f"run {self.run_id} is no longer held by {self.worker or 'this sink'} (now: {holder!r})")
+
+    def _write_rewind(self, step: int) -> EventRow:
+        with transaction.atomic():
+            for model in (MetricPoint, EventRow, SampleRow, Checkpoint):
+                model.objects.filter(run_id=self.run_id, step__gt=step).delete()
+            last = MetricPoint.objects.filter(run_id=self.run_id, step=step).values_list("values", flat=True).first()
+            run = Run.objects.select_for_update().get(pk=self.run_id)
+            run.last_step = step
+            run.resumed_from_step = step
+            run.latest_reward = (last or {}).get("reward/mean")
+            run.save(update_fields=["last_step", "resumed_from_step", "latest_reward"])
+            return EventRow.objects.create(
+                run_id=self.run_id,
+                step=step,
+                kind="resume",
+                time=time.time(),
+                data={"from_step": step, "attempt": run.attempts},
+            )
 
     def _flush_points(self, points: list[Point], payloads: list[RunPayload], run_changes: dict[str, Any]) -> None:
         if not points:
@@ -226,19 +335,42 @@ class StudioSink:
         from what this sink has stored."""
         return progress_payload(self.last_step, self.total, self.status, self.started, self.resumed_from)
 
-    def _publish(self, payloads: list[RunPayload]) -> None:
-        if not payloads:
-            return
-        layer = get_channel_layer()
-        loop = getattr(self, "_loop", None)
-        if loop is None or threading.current_thread() is not self._thread:
-            from asgiref.sync import async_to_sync
+    def _to_publish(self, payloads: list[RunPayload]) -> None:
+        """Hand payloads to the flusher, which publishes them in order after what it holds. Past
+        MAX_UNPUBLISHED the oldest go: the consumer fills holes in the points from the database."""
+        with self._cond:
+            dropped = len(self._unpublished) + len(payloads) - MAX_UNPUBLISHED
+            if dropped > 0:
+                log.warning("run %s: the channel layer is away, %d old payloads dropped", self.run_id, dropped)
+            self._unpublished.extend(payloads)
+            self._cond.notify_all()
 
-            for payload in payloads:
-                async_to_sync(layer.group_send)(self.group, payload)
+    def _deliver(self, last: bool = False) -> None:
+        """Publish the held payloads, oldest first, unless the layer failed recently (then later,
+        with a backoff). The `last` attempt, at close, is made whatever the backoff says; what it
+        cannot send is dropped: viewers read it from the database when they reconnect."""
+        if not self._unpublished or (not last and time.monotonic() < self._publish_at):
             return
+        try:
+            while self._unpublished:
+                self._publish([self._unpublished[0]])
+                with self._cond:
+                    self._unpublished.popleft()
+        except Exception as exc:
+            self._publish_at = time.monotonic() + next(self._publish_delays)
+            log.warning("run %s: %d payloads wait for the channel layer (%s)", self.run_id, len(self._unpublished), exc)
+            if last:
+                log.warning("run %s: %d payloads were not published", self.run_id, len(self._unpublished))
+            return
+        if self._publish_at:  # the layer is back: the next failure starts the backoff anew
+            self._publish_at = 0.0
+            self._publish_delays = _publish_backoff()
+
+    def _publish(self, payloads: list[RunPayload]) -> None:
+        """Send payloads to the run's group, from the flusher thread's own event loop."""
+        layer = get_channel_layer()
         for payload in payloads:
-            loop.run_until_complete(layer.group_send(self.group, payload))
+            self._loop.run_until_complete(asyncio.wait_for(layer.group_send(self.group, payload), PUBLISH_TIMEOUT_S))
 
 
 class StudioControl:
@@ -248,6 +380,15 @@ class StudioControl:
         self.run_id = run.pk
 
     def poll(self) -> list[EngineCommand]:
+        """The new commands; none while the database is away (they wait in it for the next poll)."""
+        try:
+            return self._pending()
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("run %s: commands not read, the database is unreachable (%s)", self.run_id, exc)
+            connection.close()  # the next poll reconnects
+            return []
+
+    def _pending(self) -> list[EngineCommand]:
         pending = list(
             Command.objects.filter(run_id=self.run_id, delivered_at__isnull=True)
             .select_related("requested_by")
@@ -264,6 +405,11 @@ class StudioControl:
             )
             for c in pending
         ]
+
+
+def _publish_backoff() -> Iterator[float]:
+    """Seconds between attempts to reach a channel layer that failed: 0.5, 1, 2, ... 10."""
+    return backoff_delays(first=0.5, most=10.0)
 
 
 def _finite(values: dict[str, Any]) -> dict[str, float | None]:

@@ -3,7 +3,13 @@
 Messages are acknowledged late, so a worker killed mid-run leaves its message in the broker, which
 hands it to the next worker once the visibility timeout passes. That worker resumes the run from
 its latest checkpoint (the engine does it and rewinds the sink). A lease on the run row (worker
-name + heartbeat) keeps a second worker from training a run whose worker is still alive.
+name + heartbeat) keeps a second worker from training a run whose worker is still alive; a message
+for such a run (or for one that is over) is dropped: should that worker die, the workers'
+reconciler (worker/reconcile.py) sends the run again once its lease lapses, so a second message
+for a run is always harmless.
+
+Every way out of a task closes the run's sink, whose thread renews the lease: a task that ended
+leaves no thread renewing anything.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from studio.models import Run, RunStatus
 from studio.permissions import can_fork_run
 from studio.queue import training_queue
 from studio.run_status import record_status
+from worker.db_retry import DatabaseUnavailable, retry_transient
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+DB_WAIT_S = 120.0  # how long taking a run up, or recording its failure, waits for the database
 
 
 class Claim(Enum):
@@ -53,14 +61,14 @@ def claim_run(run_id: int, worker: str) -> Claim:
     return Claim.TAKEN
 
 
-@shared_task(bind=True, name="worker.tasks.train_run", acks_late=True, reject_on_worker_lost=True, max_retries=None)
-def train_run(self, run_id: int) -> str:
-    claim = claim_run(run_id, WORKER_NAME)
-    if claim is Claim.DONE:
+@shared_task(name="worker.tasks.train_run", acks_late=True, reject_on_worker_lost=True)
+def train_run(run_id: int) -> str:
+    """Train the run unless it is over or held. A database that stays away longer than DB_WAIT_S
+    ends the task; the run stays queued and the reconciler sends it again."""
+    claim = retry_transient(lambda: claim_run(run_id, WORKER_NAME), budget_s=DB_WAIT_S, what=f"taking run {run_id} up")
+    if claim is not Claim.TAKEN:  # over, or held by a live worker (the reconciler acts if it dies)
         return claim.value
-    if claim is Claim.HELD:  # a redelivery while the first worker lives: look again when its lease may lapse
-        raise self.retry(countdown=settings.WORKER_LEASE_S)
-    return _train(Run.objects.get(pk=run_id))
+    return _train(retry_transient(lambda: Run.objects.get(pk=run_id), budget_s=DB_WAIT_S, what=f"reading run {run_id}"))
 
 
 def _train(run: Run) -> str:
@@ -70,7 +78,7 @@ def _train(run: Run) -> str:
     from prorl_engine.config import ConfigError, RunConfig
     from prorl_engine.trainer import Trainer
     from studio.paths import run_path_policy
-    from worker.sink import StudioControl, StudioSink
+    from worker.sink import SinkError, StudioControl, StudioSink
 
     torch.set_num_threads(settings.WORKER_TORCH_THREADS)
     sink = StudioSink(run)
@@ -86,11 +94,14 @@ def _train(run: Run) -> str:
         # the engine's status events (running, paused, finished, stopped) are the run's status
         Trainer(config, run.run_dir, sink, StudioControl(run), fork_from=_fork_source(run, sink)).train()
     except ConfigError as exc:  # on this machine's disk: a model or data file missing here, or refused
-        return _fail(sink, run, f"invalid config: {exc}")
+        return _fail(sink, run, f"invalid config: {exc}", exc)
     except Exception as exc:
         log.exception("run %s failed", run.pk)
-        return _fail(sink, run, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}")
-    sink.close()
+        return _fail(sink, run, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}", exc)
+    try:
+        sink.close()
+    except SinkError as exc:  # the last batch could not be stored
+        return _fail(sink, run, str(exc), exc)
     return "finished"
 
 
@@ -146,12 +157,35 @@ def _fork_source(run: Run, sink) -> str | None:
     return run.parent_checkpoint.path
 
 
-def _fail(sink, run: Run, error: str) -> str:
+def _fail(sink, run: Run, error: str, cause: BaseException) -> str:
     """The run failed: a "failed" status event through the sink (stored and sent to the page), or
-    straight to the database when the sink itself is what failed."""
+    straight to the database when the sink itself is what failed. The sink is closed whatever
+    happens. A run whose lease another worker took (LeaseLost) is that worker's now: nothing is
+    recorded."""
+    from worker.sink import LeaseLost
+
     try:
-        sink.set_status(RunStatus.FAILED, error)
-        sink.close()
-    except RuntimeError:  # the database refused the sink's batch: record the failure directly
-        record_status(run.pk, sink.last_step, RunStatus.FAILED, error)
-    return "failed"
+        if isinstance(cause, LeaseLost):
+            log.warning("run %s: %s; this attempt stops", run.pk, cause)
+            return "lease lost"
+        try:
+            sink.set_status(RunStatus.FAILED, error)
+        except Exception:  # the sink is broken, or the database away: record the failure directly
+            _record_failure(run.pk, sink.last_step, error)
+        return "failed"
+    finally:
+        sink.close(raise_error=False)
+
+
+def _record_failure(run_id: int, step: int, error: str) -> None:
+    """Store the failure, waiting up to DB_WAIT_S for the database. If it stays away, the run keeps
+    its last status and its lease lapses: the page says its worker was lost, and the reconciler
+    takes it up again from its last checkpoint once the database is back."""
+    try:
+        retry_transient(
+            lambda: record_status(run_id, step, RunStatus.FAILED, error),
+            budget_s=DB_WAIT_S,
+            what=f"recording the failure of run {run_id}",
+        )
+    except DatabaseUnavailable:
+        log.exception("run %s failed and the failure could not be recorded: %s", run_id, error)

@@ -1,7 +1,8 @@
 """Build the demo's base model into a `save_pretrained` folder, reproducibly from a seed.
 
     prorl base-model --out DIR [--seed 0] [--sft-steps 1600] [--direct-fraction 0.4]
-                     [--guess-error-rate 1.0] [--guess-offset 11 40] [--threads 1] [--force]
+                     [--guess-error-rate 1.0] [--guess-offset 11 40] [--padded-fraction 0]
+                     [--padding 1 3] [--threads 1] [--force]
     python -m prorl_engine.demo --out DIR [the same options]
 
 All on the CPU: generate the problems (`demo.problems`, the demo run's held-out questions left
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 
 import prorl_engine
-from prorl_engine.demo.problems import RL_SEED, TASKS, generate_problems, held_out_examples
+from prorl_engine.demo.problems import PADDING, RL_SEED, TASKS, Problem, generate_problems, held_out_examples
 from prorl_engine.demo.sft import ModelShape, encode_pair, make_tokenizer, sft
 from prorl_engine.evaluation import evaluate_model_folders
 from prorl_engine.tiny import build_tiny_model
@@ -40,11 +41,20 @@ DEMO_BUILD: dict[str, Any] = {
     "direct_fraction": 0.4,
     "guess_error_rate": 1.0,
     "guess_offset": (11, 40),
+    "padded_fraction": 0.0,  # padded builds also set the number of redundant steps (`--padding`)
 }
+KNOBS = tuple(key for key in DEMO_BUILD if key != "sft_steps")  # what shapes the SFT data
+SFT_EXAMPLES_PER_TASK = 9000
 PACKAGE_DIR = Path(prorl_engine.__file__).resolve().parent
 DEMO_MODEL_DIR = PACKAGE_DIR / "configs" / "demo-base"  # the committed build (seed 0)
 # What an older build_info.json may lack: the values those builds used.
-_RECIPE_DEFAULTS = {"direct_fraction": 0.0, "guess_error_rate": 0.0, "guess_offset": [1, 10]}
+_RECIPE_DEFAULTS = {
+    "direct_fraction": 0.0,
+    "guess_error_rate": 0.0,
+    "guess_offset": [1, 10],
+    "padded_fraction": 0.0,
+    "padding": list(PADDING),
+}
 
 
 def held_out_pass_at_k(
@@ -89,10 +99,12 @@ def build_base_model(
     sft_steps: int = DEMO_BUILD["sft_steps"],
     batch_size: int = 32,
     learning_rate: float = 2e-3,
-    examples_per_task: int = 9000,
+    examples_per_task: int = SFT_EXAMPLES_PER_TASK,
     direct_fraction: float = DEMO_BUILD["direct_fraction"],
     guess_error_rate: float = DEMO_BUILD["guess_error_rate"],
     guess_offset: tuple[int, int] = DEMO_BUILD["guess_offset"],
+    padded_fraction: float = DEMO_BUILD["padded_fraction"],
+    padding: tuple[int, int] = PADDING,
     shape: ModelShape | None = None,
     eval_samples: int = 8,
     threads: int = 1,
@@ -114,6 +126,8 @@ def build_base_model(
         "direct_fraction": direct_fraction,
         "guess_error_rate": guess_error_rate,
         "guess_offset": list(guess_offset),
+        "padded_fraction": padded_fraction,
+        "padding": list(padding),
     }
     if not force and finished_build(out, recipe):
         return out
@@ -127,14 +141,14 @@ def build_base_model(
     torch.manual_seed(seed)
     started = time.time()
     held_out = held_out_examples()
-    exclude = frozenset(e.metadata["entry"]["question"] for e in held_out)
-    problems = generate_problems(
+    problems = sft_problems(
         examples_per_task,
         seed,
         direct_fraction=direct_fraction,
         guess_error_rate=guess_error_rate,
         guess_offset=guess_offset,
-        exclude=exclude,
+        padded_fraction=padded_fraction,
+        padding=padding,
     )
     tokenizer = make_tokenizer(problems[:3000], shape.vocab_size)
     pairs = [encode_pair(tokenizer, p) for p in problems]
@@ -202,6 +216,19 @@ def build_base_model(
     return out
 
 
+def sft_problems(examples_per_task: int, seed: int, **knobs: Any) -> list[Problem]:
+    """The SFT data of a build: `generate_problems` with the demo run's held-out questions left out."""
+    exclude = frozenset(e.metadata["entry"]["question"] for e in held_out_examples())
+    return generate_problems(examples_per_task, seed, exclude=exclude, **knobs)
+
+
+def sft_corpus() -> list[str]:
+    """The committed build's SFT data as text (each prompt, then its target response): the
+    reference corpus `novelty_corpus: demo_sft` measures the demo run's novelty against."""
+    knobs = {key: DEMO_BUILD[key] for key in KNOBS}
+    return [f"{p.prompt}\n{p.response}" for p in sft_problems(SFT_EXAMPLES_PER_TASK, 0, **knobs)]
+
+
 def finished_build(folder: Path, recipe: dict[str, Any]) -> bool:
     """True when `folder` holds a finished build of exactly this recipe (seed, steps, data knobs)."""
     info_path = folder / "build_info.json"
@@ -252,6 +279,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a wrong bare answer is off by LOW to HIGH, either sign",
     )
     parser.add_argument(
+        "--padded-fraction",
+        type=float,
+        default=DEMO_BUILD["padded_fraction"],
+        help="share of worked solutions padded with redundant steps (identities such as 114 + 0 = 114)",
+    )
+    parser.add_argument(
+        "--padding",
+        type=int,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=PADDING,
+        help="a padded solution holds LOW to HIGH redundant steps",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -267,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             direct_fraction=args.direct_fraction,
             guess_error_rate=args.guess_error_rate,
             guess_offset=tuple(args.guess_offset),
+            padded_fraction=args.padded_fraction,
+            padding=tuple(args.padding),
             threads=args.threads,
             force=args.force,
         )

@@ -1,6 +1,7 @@
 // What every chart page of the studio draws the same way (run page, fork's run page, overlay):
 // SVG traces only, legends below the plot, a "no data yet" note, one hover readout per step, EMA
-// smoothing with the raw curve faint behind it, a log-scale switch and zoom shared by all charts.
+// smoothing with the raw curve faint behind it, a log-scale switch, zoom shared by all charts and the
+// x-axis as step, generated tokens or wall time.
 //
 // Why SVG ("scatter") and never a WebGL trace type: a browser keeps only a few WebGL contexts
 // (Chromium: 16), so a page of 12 charts, or an overlay of 5 runs, loses the oldest ones and they go
@@ -98,6 +99,35 @@
     return { busy: () => syncing };
   }
 
+  // The x-axes a chart page offers: the step, or a running total that the server sums over every
+  // stored step (studio/series.py `cumulative_axes`) and sends as curves of their own.
+  const AXIS_KEYS = { tokens: "cumulative/generated_tokens", time: "cumulative/wall_s" };
+  const AXIS_TITLES = { step: "step", tokens: "generated tokens", time: "training wall time (min)" };
+
+  // x of `step` on axis `x` ("step", "tokens" or "time") for the run whose curves are `series`: the
+  // step, or the running total at that step, interpolated between the downsampled points of the
+  // total (which only grows); wall time in minutes. null when the run has no such total.
+  function xOf(series, x, step) {
+    if (x === "step") return step;
+    const axis = series[AXIS_KEYS[x]];
+    if (!axis || !axis.steps.length) return null;
+    const steps = axis.steps;
+    const i = nearest(steps, step);
+    let total;
+    if (steps[i] === step || steps.length === 1) total = axis.values[i];
+    else {
+      const j = steps[i] < step ? Math.min(i + 1, steps.length - 1) : Math.max(i - 1, 0);
+      const [a, b] = i < j ? [i, j] : [j, i];
+      const t = steps[b] === steps[a] ? 0 : (step - steps[a]) / (steps[b] - steps[a]);
+      total = axis.values[a] + Math.min(Math.max(t, 0), 1) * (axis.values[b] - axis.values[a]);
+    }
+    return x === "time" ? total / 60 : total;
+  }
+
+  function xsOf(series, x, steps) {
+    return x === "step" ? steps.slice() : steps.map((step) => xOf(series, x, step));
+  }
+
   // The value of each drawn curve at (nearest to) x: the readout under the toolbar.
   function nearest(xs, x) {
     let lo = 0;
@@ -126,5 +156,5 @@
   }
 
   window.studioCharts = { ema, kOf, byK, noDataNote, baseLayout, config, rawTrace, mainTrace, syncZoom, nearest,
-                          formatNumber, drawnTraces, PALETTE, NO_DATA };
+                          xOf, xsOf, formatNumber, drawnTraces, AXIS_KEYS, AXIS_TITLES, PALETTE, NO_DATA };
 })();

@@ -50,30 +50,13 @@
     return [];
   }
 
-  const AXIS_KEYS = { tokens: "cumulative/generated_tokens", time: "cumulative/wall_s" };
-  const AXIS_TITLES = { step: "step", tokens: "generated tokens", time: "training wall time (min)" };
-
-  // x of a step on the chosen axis: the step, or the running total at that step (interpolated
-  // between the downsampled points of the total, which only grows).
+  // x of a step on the chosen axis (studio/charts.js: the step, or a running total at that step).
   function xOf(step) {
-    if (state.x === "step") return step;
-    const axis = state.series[AXIS_KEYS[state.x]];
-    if (!axis || !axis.steps.length) return null;
-    const steps = axis.steps;
-    const i = C.nearest(steps, step);
-    let total;
-    if (steps[i] === step || steps.length === 1) total = axis.values[i];
-    else {
-      const j = steps[i] < step ? Math.min(i + 1, steps.length - 1) : Math.max(i - 1, 0);
-      const [a, b] = i < j ? [i, j] : [j, i];
-      const t = steps[b] === steps[a] ? 0 : (step - steps[a]) / (steps[b] - steps[a]);
-      total = axis.values[a] + Math.min(Math.max(t, 0), 1) * (axis.values[b] - axis.values[a]);
-    }
-    return state.x === "time" ? total / 60 : total;
+    return C.xOf(state.series, state.x, step);
   }
 
   function xsOf(steps) {
-    return state.x === "step" ? steps.slice() : steps.map(xOf);
+    return C.xsOf(state.series, state.x, steps);
   }
 
   // The x-axis fitted to the data (first to last step); "whole planned run": up to the planned length.
@@ -127,7 +110,7 @@
     const layout = C.baseLayout(chart.dataset.title, traceCount);
     const fixed = chart.dataset.range ? chart.dataset.range.split(",").map(Number) : null;
     layout.xaxis.range = currentRange();
-    layout.xaxis.title = { text: AXIS_TITLES[state.x], font: { size: 10 }, standoff: 4 };
+    layout.xaxis.title = { text: C.AXIS_TITLES[state.x], font: { size: 10 }, standoff: 4 };
     if (fixed) layout.yaxis.range = fixed;
     else if (state.log) layout.yaxis.type = "log";
     layout.shapes = chartShapes();
@@ -324,9 +307,9 @@
         state.series[key].values.push(v);
       }
       const tokens = p.values["sampling/generated_tokens"];
-      if (Number.isFinite(tokens)) pushTotal(AXIS_KEYS.tokens, p.step, tokens);
+      if (Number.isFinite(tokens)) pushTotal(C.AXIS_KEYS.tokens, p.step, tokens);
       const seconds = (p.values["timing/rollout_s"] || 0) + (p.values["timing/train_s"] || 0);
-      if (seconds > 0) pushTotal(AXIS_KEYS.time, p.step, seconds);
+      if (seconds > 0) pushTotal(C.AXIS_KEYS.time, p.step, seconds);
     }
   }
 
@@ -429,7 +412,7 @@
         parts.push(trace.name + " " + C.formatNumber(trace.y[i]));
       }
     }
-    box.textContent = AXIS_TITLES[state.x] + " " + C.formatNumber(x) + " · " + parts.join(" · ");
+    box.textContent = C.AXIS_TITLES[state.x] + " " + C.formatNumber(x) + " · " + parts.join(" · ");
   }
 
   // --- the rest of the page ---------------------------------------------------------------------
@@ -463,6 +446,18 @@
     const controls = document.getElementById("controls");
     if (controls) controls.dataset.status = status;  // pause or resume, whichever applies
     if (controls && ["finished", "failed", "stopped"].includes(status)) controls.hidden = true;
+    if (status !== "queued") showQueue(null);
+  }
+
+  // The queue note of a queued run (templates/studio/queue_status.html): why it waits and its place,
+  // pushed whenever the queue changes (studio/queue.py publish_queue); null once it left the queue.
+  function showQueue(queue) {
+    const note = document.getElementById("queue-status");
+    if (!note) return;
+    note.hidden = queue === null;
+    if (queue === null) return;
+    document.getElementById("queue-reason").textContent = queue.reason;
+    note.dataset.position = String(queue.position);
   }
 
   function addSamples(rows) {
@@ -655,18 +650,25 @@
     return true;
   }
 
+  const CLOSE_TRY_LATER = 1013;  // studio/consumers.py: the live layer is away, try again later
+
   function connect() {
     if (state.revoked) return;
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const socket = new WebSocket(scheme + location.host + root.dataset.wsPath + "?after=" + state.lastStep +
                                  (root.dataset.wsQuery || ""));  // "&share=<token>" on a share link's page
     state.socket = socket;
-    socket.onopen = () => { state.retry = 500; };
-    socket.onmessage = (message) => handle(JSON.parse(message.data));
+    // The backoff restarts once the server sends something, not on open: a socket closed with 1013
+    // right after its handshake (the server cannot reach its channel layer) keeps backing off.
+    socket.onmessage = (message) => {
+      state.retry = 500;
+      handle(JSON.parse(message.data));
+    };
     socket.onclose = async (event) => {
       state.socket = null;
       if (state.revoked) return;
-      if (root.dataset.share) {  // refused (4403) or dropped: is the link still good?
+      const tryLater = event.code === CLOSE_TRY_LATER;  // the link or login is fine: only retry
+      if (!tryLater && root.dataset.share) {  // refused (4403) or dropped: is the link still good?
         const check = await fetch(location.href, { credentials: "same-origin", cache: "no-store" }).catch(() => null);
         if (check && check.status === 404) {
           showRevoked("This link was revoked or has expired: the run is no longer shared here.");
@@ -676,7 +678,8 @@
         showRevoked("You no longer have access to this run: reload the page to see where you stand.");
         return;
       }
-      setTimeout(connect, state.retry);
+      // spread out (x0.5 to x1.5), so that the pages a restart dropped do not all come back at once
+      setTimeout(connect, state.retry * (0.5 + Math.random()));
       state.retry = Math.min(state.retry * 2, 10000);
     };
   }
@@ -701,6 +704,8 @@
       showCheckpoints(msg.checkpoints);
     } else if (msg.kind === "commands") {
       showCommands(msg.commands);
+    } else if (msg.kind === "queue") {
+      showQueue(msg.queue);
     } else if (msg.kind === "revoked") {
       showRevoked("This link was revoked: the page no longer updates.");
     } else if (msg.kind === "rewind") {

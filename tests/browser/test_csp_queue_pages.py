@@ -1,6 +1,6 @@
 """The pages of the runs table, the queue and watchdogs run under the content security policy with
-no violation and no console error: the workers page, a queued run's page (its queue note polls
-queue.json from static/studio/queue_status.js), the watchdog page and the tags-and-notes form."""
+no violation and no console error: the workers page, a queued run's page (its queue note's
+place pushed over the run page's websocket), the watchdog page and the tags-and-notes form."""
 
 import pytest
 from test_csp import Watch, tiny_config
@@ -21,7 +21,7 @@ def test_the_queue_watchdog_and_table_pages_run_under_the_policy(live_studio, al
     page.goto(f"{url}/?col=best:reward/mean&col=config:learning_rate&status=queued")
     page.goto(url + "/workers/")
     page.goto(f"{url}/runs/{run.pk}/")
-    # queue_status.js asks queue.json again after 3 s and rewrites the note from its answer
+    # the note's place comes with the page (then pushed by studio.queue publish_queue)
     page.wait_for_function("() => document.getElementById('queue-status').dataset.position === '1'", timeout=20_000)
     page.goto(f"{url}/runs/{run.pk}/watchdogs/")
     page.fill("#id_rules", "kl/ref above 0.1 -> pause")

@@ -178,8 +178,9 @@ def test_a_reset_asked_of_rank_0_acts_on_every_rank_at_the_same_step(tiny_model,
     events = read_jsonl(tmp_path / "run" / "events.jsonl")
     resets = [e for e in events if e["kind"] == "reset"]
     assert [(e["step"], e["data"]["reason"], e["data"]["requested_by"]) for e in resets] == [(1, "manual", "alice")]
-    # k2 is >= 0 on every token and summed over both ranks: 0 means each rank's reference is its policy
-    assert rows[0]["kl/ref"] == 0.0 and rows[1]["kl/ref"] == 0.0 and rows[2]["kl/ref"] > 0.0
+    # k2 is >= 0 on every token and summed over both ranks: 0 (but for the float32 sampler's ~1e-6
+    # rounding of pi_old, squared) means each rank's reference is its policy
+    assert rows[0]["kl/ref"] < 1e-10 and rows[1]["kl/ref"] < 1e-10 and rows[2]["kl/ref"] > 1e-6
 
 
 def test_a_killed_rank_fails_the_run_in_bounded_time_and_it_resumes(tiny_model, tmp_path, hook):

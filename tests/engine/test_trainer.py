@@ -57,6 +57,11 @@ def digit_reward(monkeypatch):
     monkeypatch.setattr("prorl_engine.rewards.verifier_for", lambda domain: DigitShare())
 
 
+SAMPLER_ROUNDING_K2 = 1e-10
+"""kl/ref right after a reset: k2 between pi_ref and a pi_old taken from the float32 sampler, whose
+KV-cached log-probs differ from a recomputed pass by ~1e-6 (k2 ~ 0.5 * 1e-12); 0.0 when recomputed."""
+
+
 def tiny_config(model: Path, **changes) -> RunConfig:
     values = {
         "model_path": str(model),
@@ -190,7 +195,7 @@ def test_after_an_interval_reset_the_kl_to_the_reference_is_zero(tiny_model, tmp
 
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     assert rows[1]["kl/ref"] > 0  # the policy moved away from the initial reference
-    assert rows[2]["kl/ref"] == 0.0  # step 3 samples from pi_old == pi_ref
+    assert rows[2]["kl/ref"] == pytest.approx(0.0, abs=SAMPLER_ROUNDING_K2)  # step 3 samples from pi_old == pi_ref
     resets = [e for e in read_jsonl(tmp_path / "events.jsonl") if e["kind"] == "reset"]
     assert [(e["step"], e["data"]["reason"]) for e in resets] == [(2, "interval")]
 
@@ -200,7 +205,8 @@ def test_a_manual_reset_applies_at_the_next_step_boundary_and_names_who_asked(ti
     trainer = train(tiny_config(tiny_model, steps=3), tmp_path, script)
 
     rows = read_jsonl(tmp_path / "metrics.jsonl")
-    assert rows[0]["kl/ref"] == 0.0 and rows[1]["kl/ref"] == 0.0  # step 2 starts right after the reset
+    assert rows[0]["kl/ref"] == pytest.approx(0.0, abs=SAMPLER_ROUNDING_K2)  # step 2 starts right after the reset
+    assert rows[1]["kl/ref"] == pytest.approx(0.0, abs=SAMPLER_ROUNDING_K2)
     assert rows[2]["kl/ref"] > 0
     events = read_jsonl(tmp_path / "events.jsonl")
     reset = next(e for e in events if e["kind"] == "reset")
@@ -268,7 +274,7 @@ def test_a_fork_continues_from_the_parent_checkpoints_weights_reference_and_step
     sink.close()
     rows = read_jsonl(tmp_path / "fork" / "metrics.jsonl")
     assert [row["step"] for row in rows] == [3, 4]
-    assert rows[0]["kl/ref"] == 0.0  # the parent reset its reference at step 2 (reset_interval=1)
+    assert rows[0]["kl/ref"] == pytest.approx(0.0, abs=SAMPLER_ROUNDING_K2)  # the parent reset at step 2 (interval 1)
     assert all(row["length/mean"] <= 6 for row in rows)  # the edited config applies
 
 
@@ -586,6 +592,11 @@ RECORDED_VARIANTS = {
     "top_p_uneven_minibatches": {"top_p": 0.9, "updates_per_step": 3, "micro_batch_size": 2},
 }
 
+# Micro-batches are cut by length since (update.plan_minibatches): with micro_batch_size 2, step 1's
+# gradient is summed in another order, which moves step 2's figures by up to 6e-6 (its nucleus-edge
+# tokens give approx_kl_old ~ 1e3, the most sensitive figures here).
+RECORDED_REL = {"top_p_uneven_minibatches": 1e-5}
+
 # Recorded by running two_seeded_steps on the trainer as it was before `_update` became recipe steps
 # (2 torch threads, as tests/engine/conftest.py sets; timings left out).
 # fmt: off
@@ -650,7 +661,7 @@ def test_two_seeded_steps_give_the_metrics_recorded_before_the_update_was_split_
     for row, recorded in zip(rows, RECORDED_METRICS[variant], strict=True):
         assert row.keys() - TIMING_KEYS == recorded.keys() | {"sampling/generated_tokens"}
         for key, value in recorded.items():
-            assert row[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (row["step"], key)
+            assert row[key] == pytest.approx(value, rel=RECORDED_REL.get(variant, 1e-6), abs=1e-9), (row["step"], key)
         # 2 generation batches x 2 prompts x 4 samples, cut to 3, 5, 8 and 8 tokens: 96 tokens generated
         assert row["sampling/generated_tokens"] == 96
         assert row["throughput/tokens_per_s"] == pytest.approx(96 / (row["timing/rollout_s"] + row["timing/train_s"]))

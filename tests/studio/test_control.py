@@ -199,5 +199,5 @@ def test_alice_pauses_saves_resets_resumes_and_stops_a_live_run(client, alice, s
     ]
     commands = client.get(reverse("run-commands", args=[run.pk])).json()["commands"]
     assert {c["state"] for c in commands} == {"applied"}
-    refused = post(client, "run-resume", run, **JSON)
+    refused = post(client, "run-pause", run, **JSON)  # a resume would queue it again (test_resume_ended_runs)
     assert refused.status_code == 409 and "it is stopped" in refused.json()["error"]

@@ -105,7 +105,7 @@ def test_the_run_page_shows_why_it_waits_and_its_json_says_the_same(client, alic
     client.force_login(alice)
     page = client.get(mine.get_absolute_url()).content.decode()
     assert f"the only training worker trains run #{demo.pk} on worker gpu-worker" in page
-    assert 'id="cancel-queued"' in page and "studio/queue_status.js" in page
+    assert 'id="cancel-queued"' in page and 'data-position="1"' in page
     data = client.get(reverse("run-queue", args=[mine.pk])).json()
     assert data["type"] == "run.queue" and data["queue"]["busy"][0]["run"] == demo.pk and data["status"] == "queued"
     assert client.get(reverse("run-queue", args=[demo.pk])).status_code == 404  # Bob's run: not Alice's to see
