@@ -55,6 +55,9 @@ BACKLOG_CHUNK = 2000
 RECENT_COMMANDS = 10  # as many as the run page lists
 CLOSE_REFUSED = 4403  # no (more) access: the page stops reconnecting
 CLOSE_TRY_LATER = 1013  # RFC 6455 "Try Again Later": the channel layer (Redis) is away; the page retries
+# An open socket joins its run's group again this often: membership lapses after channels-redis's
+# group_expiry (a day), and a Redis restarted empty forgets every group while the socket stays open.
+REJOIN_S = 300.0
 
 
 class RunConsumer(AsyncJsonWebsocketConsumer):
@@ -66,6 +69,7 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     details: bool = False  # the full error and server paths (can_see_run_details); else viewer forms
     can_control: bool = False  # may steer the run (can_control_run): gets the command list
     joined: bool = False  # in the run's channel-layer group
+    rejoin: asyncio.Task | None = None  # `_keep_joined`, while the socket is open
     layer_lost: bool = False  # the channel layer failed (Redis away): the socket closes with 1013
 
     async def connect(self) -> None:
@@ -88,6 +92,19 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         self.joined = True
         await self.accept()
         await self._send_backlog()
+        self.rejoin = asyncio.ensure_future(self._keep_joined())
+
+    async def _keep_joined(self) -> None:
+        """Join the run's group again every REJOIN_S (group_add is idempotent). Points published while
+        the membership was lost are not missed: the next one shows the gap, filled from the database."""
+        while True:
+            await asyncio.sleep(REJOIN_S)
+            try:
+                await self.channel_layer.group_add(self.run.group_name, self.channel_name)
+            except Exception as exc:  # whatever the layer's client raises
+                self._layer_failed(exc)
+                await self.close(code=CLOSE_TRY_LATER)
+                return
 
     # --- the channel layer: its failures close the socket with 1013 --------------------------------
     @property
@@ -141,6 +158,8 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         await handler(message)
 
     async def disconnect(self, code: int) -> None:
+        if self.rejoin is not None:
+            self.rejoin.cancel()
         if not self.joined:
             return
         try:

@@ -3,6 +3,7 @@ order exactly once, and the handshake while the channel layer is away."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 
@@ -14,7 +15,7 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.urls import reverse
 
-from studio import series
+from studio import consumers, series
 from studio.consumers import CLOSE_TRY_LATER
 from studio.models import MetricPoint, Run
 from studio.payloads import metrics_message, point_payload, progress_payload
@@ -206,3 +207,30 @@ def test_an_open_socket_closes_with_try_again_later_when_redis_goes_away(setting
     finally:
         redis.kill()
         redis.wait(10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_socket_rejoins_its_group_once_redis_forgot_it(channel_layer_settings, alice, alices_run, monkeypatch):
+    """Redis forgets the run's group under an open socket (a restart with nothing on disk, or the group's
+    expiry: here its key is deleted); the socket joins again within REJOIN_S, and the points published
+    meanwhile are filled from the database."""
+    import redis
+
+    monkeypatch.setattr(consumers, "REJOIN_S", 0.3)
+    progress = progress_payload(3, 10, "running", None, 0)
+
+    async def scenario() -> list[int]:
+        ws = viewer(alices_run, alice)
+        connected, _ = await ws.connect()
+        assert connected
+        layer = get_channel_layer()
+        redis.Redis.from_url(channel_layer_settings).delete(layer._group_key(alices_run.group_name))
+        await database_sync_to_async(log_points)(alices_run, {1: 0.1, 2: 0.2, 3: 0.3})
+        await layer.group_send(alices_run.group_name, metrics_message([point_payload(1, {})], progress))
+        await asyncio.sleep(1.0)  # a rejoin has happened by now
+        await layer.group_send(alices_run.group_name, metrics_message([point_payload(3, {})], progress))
+        received = await steps_received(ws, until=3)
+        await ws.disconnect()
+        return received
+
+    assert async_to_sync(scenario)() == [1, 2, 3]
