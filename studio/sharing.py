@@ -160,6 +160,6 @@ def share_not_found(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def share_metrics(request: HttpRequest, token: str) -> JsonResponse:
-    response = metrics_response(shared_run(token), details=False)
+    response = metrics_response(request, shared_run(token), details=False)
     response["Cache-Control"] = "private, no-store"
     return response
