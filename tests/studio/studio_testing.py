@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import timedelta
+
+from django.utils import timezone
 
 from prorl_engine.config import RunConfig
+from studio.models import Run
 from studio.presets import default_values
 
 
 def tiny_config(**changes) -> RunConfig:
     """The engine's tiny CPU preset as a validated RunConfig, with `changes` applied."""
     return RunConfig.from_dict({**default_values(), **changes}, check_paths=False)
+
+
+def make_run(owner, name: str, minutes_ago: float = 0, **fields) -> Run:
+    """A run of the tiny preset owned by `owner`, created `minutes_ago` (its place in the queue), with `fields` set."""
+    config = tiny_config()
+    return Run.objects.create(
+        owner=owner,
+        name=name,
+        config=config.to_dict(),
+        total_steps=config.steps,
+        created_at=timezone.now() - timedelta(minutes=minutes_ago),
+        **fields,
+    )
 
 
 def write_checkpoints(run, steps: Collection[int], resets: Collection[int] = ()) -> list:

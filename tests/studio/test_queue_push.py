@@ -6,14 +6,13 @@ cancelling. (The run page's socket forwarding it: test_queue_socket.py.)"""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
-from studio_testing import tiny_config
+from studio_testing import make_run
 
 from studio import queue
 from studio.commands import Kind, send_command
@@ -22,17 +21,6 @@ from studio.models import Run, RunStatus, WorkerPresence
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel_layer_settings")]
 
 NO_WORKER = "but no live worker consumes the training queue (gpu)"
-
-
-def queued_run(owner, name: str, minutes_ago: float) -> Run:
-    config = tiny_config()
-    return Run.objects.create(
-        owner=owner,
-        name=name,
-        config=config.to_dict(),
-        total_steps=config.steps,
-        created_at=timezone.now() - timedelta(minutes=minutes_ago),
-    )
 
 
 class Listener:
@@ -56,7 +44,7 @@ class Listener:
 @pytest.fixture
 def two_queued(alice) -> tuple[Run, Run]:
     """Alice's older run, then her newer one behind it, and no worker alive."""
-    return queued_run(alice, "older", minutes_ago=10), queued_run(alice, "newer", minutes_ago=5)
+    return make_run(alice, "older", minutes_ago=10), make_run(alice, "newer", minutes_ago=5)
 
 
 def test_every_queued_run_hears_its_place(two_queued):

@@ -4,30 +4,17 @@ page, and the presence rows each worker process writes (worker/presence.py)."""
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
 import pytest
 from access_testing import team_of
 from django.urls import reverse
 from django.utils import timezone
-from studio_testing import tiny_config
+from studio_testing import make_run
 
 from studio.models import Event, Run, RunStatus, WorkerPresence
 from studio.workers import queue_info
 
 pytestmark = pytest.mark.django_db
-
-
-def make_run(owner, name: str, minutes_ago: float = 0, **fields) -> Run:
-    config = tiny_config()
-    return Run.objects.create(
-        owner=owner,
-        name=name,
-        config=config.to_dict(),
-        total_steps=config.steps,
-        created_at=timezone.now() - timedelta(minutes=minutes_ago),
-        **fields,
-    )
 
 
 def worker(name: str, node: str, queues=("gpu",), seen_s_ago: float = 1.0, **fields) -> WorkerPresence:
