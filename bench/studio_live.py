@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/studio_live.py [--steps 10000] [--keys 40] [--latency-points 300] [--no-browser]
 
-Real components: the worker's StudioSink (database + channel layer), daphne serving the studio,
+Real components: the worker's StudioSink (database + channel layer), the ASGI server of `make up`,
 a websocket client; the run page's bytes over the wire (gzip, as a browser asks), and in headless
 Chromium (Playwright, /usr/bin/chromium) the time to the first chart drawn and frame times while 20
 steps/s arrive. Database: DATABASE_URL if set, else a fresh SQLite file; Redis: REDIS_URL if set,
@@ -134,11 +134,13 @@ def run_benchmarks(args: argparse.Namespace, env: dict[str, str], children: list
         f"into the database and onto the channel layer ({elapsed:.2f} s for {args.steps} x {args.keys})"
     )
 
-    # 2. Daphne serving the studio.
+    # 2. The ASGI server serving the studio, as `make up` starts it.
+    from studio.up import server_command
+
     port = free_port()
     children.append(
         subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "studio.asgi:application"],
+            server_command(port),
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,

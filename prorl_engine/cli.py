@@ -20,6 +20,7 @@ import json
 import pkgutil
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from prorl_engine.config import ROLLOUT_BACKENDS, ConfigError, DataSource, RunConfig, parse_yaml, values_from_yaml
+from prorl_engine.config_fields import NOVELTY_CORPORA
 from prorl_engine.data.example import DOMAINS, Example
 from prorl_engine.data.sources import DataError
 from prorl_engine.events import Event, FanoutSink, JsonlSink, Sample
@@ -131,11 +133,17 @@ def run_training(
     if ranks is not None and ranks.nproc:
         from prorl_engine import launch
 
+        started = time.time()
         try:
             options = {"nnodes": ranks.nnodes, "node_rank": ranks.node_rank, "rdzv_endpoint": ranks.rdzv_endpoint}
-            return launch.run(run_dir, ranks.nproc, fork_from=fork_from, **options)
+            code = launch.run(run_dir, ranks.nproc, fork_from=fork_from, **options)
         except ValueError as exc:
             raise CliError(str(exc)) from None
+        refused = launch.refused_checkpoint(run_dir, since=started) if code else None
+        if refused is None:
+            return code
+        print(f"error: {refused}: {resume_command(run_dir, ranks)}", file=sys.stderr)
+        return CHECKPOINT_REFUSED
 
     progress = ProgressSink(config.steps, latest_step(run_dir) or 0)
     sink = FanoutSink(JsonlSink(run_dir), progress)
@@ -148,10 +156,21 @@ def run_training(
         print(interrupted(run_dir, progress.last_step, config.steps, latest_step(run_dir), fork_from), file=sys.stderr)
         return 130
     except CheckpointWriteError as refused:
-        print(f"error: {refused}: prorl resume {shlex.quote(str(run_dir))}", file=sys.stderr)
+        print(f"error: {refused}: {resume_command(run_dir)}", file=sys.stderr)
         return CHECKPOINT_REFUSED
     print(f"{status}: {run_dir}")
     return 0
+
+
+def resume_command(run_dir: Path, ranks: argparse.Namespace | None = None) -> str:
+    """The command that continues the run in `run_dir`, with the ranks it was launched on."""
+    command = ["prorl", "resume", str(run_dir)]
+    if ranks is not None and ranks.nproc:
+        command += ["--nproc", str(ranks.nproc)]
+        if ranks.nnodes > 1:
+            command += ["--nnodes", str(ranks.nnodes), "--node-rank", str(ranks.node_rank)]
+            command += ["--rdzv-endpoint", ranks.rdzv_endpoint]
+    return shlex.join(command)
 
 
 def interrupted(run_dir: Path, done: int, steps: int, checkpoint: int | None, fork_from: str | None) -> str:
@@ -348,6 +367,33 @@ def eval_source(spec: str, size: int, run: RunConfig | None, seed: int) -> tuple
     return DataSource(task=Path(path).stem, source="file", path=path, domain=domain, eval_size=10**9), seed, False
 
 
+def eval_novelty(corpus: str | None, run: RunConfig | None):
+    """The n-gram index `prorl eval --novelty-corpus` measures novelty against (None: no novelty).
+
+    Not given: a run checkpoint's own `novelty_corpus`, else none. "training_data": the run's
+    training split (a run checkpoint only); another name of NOVELTY_CORPORA: that corpus; anything
+    else is a text file whose every non-blank line is one text of the corpus."""
+    from prorl_engine.novelty import NgramIndex, reference_index, training_examples
+
+    name = corpus if corpus is not None else run.novelty_corpus if run else "none"
+    if name == "training_data":
+        if run is None:
+            raise CliError(
+                "--novelty-corpus training_data: the model is not a run's checkpoint, so it has no training data; "
+                "name another corpus or a text file"
+            )
+        return reference_index(name, training_examples(run.data, run.seed))
+    if name in NOVELTY_CORPORA:
+        return reference_index(name)
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise CliError(f"--novelty-corpus {name}: neither a corpus ({', '.join(NOVELTY_CORPORA)}) nor a text file")
+    texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise CliError(f"--novelty-corpus {name}: the file holds no text (one text per non-blank line)")
+    return NgramIndex.build(texts)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from prorl_engine.evaluation import evaluate_model_folders
 
@@ -356,6 +402,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     examples = eval_examples(args.data, plan, run, args.seed)
     if not examples:
         raise CliError("no prompts to evaluate: the sources hold no held-out examples")
+    novelty = eval_novelty(args.novelty_corpus, run)
     origin = f" (defaults from the run config in {model})" if run else ""
     print(f"prorl eval: {plan.summary(len(examples))}{origin}", file=sys.stderr)
     report = evaluate_model_folders(
@@ -373,6 +420,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         dtype=plan.dtype,
         backend=plan.backend,
         progress=True,
+        novelty=novelty,
     )[model]
     for key, value in report.metrics.items():
         print(f"{key:40s} {value:.4f}")
@@ -462,6 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=ROLLOUT_BACKENDS, help="what samples: hf generate or vllm [rollout_backend] (default hf)"
     )
     ev.add_argument("--seed", type=int, default=0, help="sampling seed (and data seed of sources not in the run's mix)")
+    ev.add_argument(
+        "--novelty-corpus",
+        metavar="CORPUS",
+        help="report eval/<scope>/novelty@n (n = 4..8) against " + ", ".join(NOVELTY_CORPORA[1:]) + " or a text file "
+        "(one text per line) [novelty_corpus] (default none)",
+    )
     ev.add_argument("--out", help="folder for eval.json and eval_samples.jsonl")
     ev.set_defaults(func=cmd_eval)
 

@@ -9,12 +9,16 @@
 torchrun set up, trains the run whose config.yaml is in RUN, reports through RUN's JSONL logs on
 rank 0, and leaves the group. torchrun stops every rank when one fails (no restarts), and a rank
 that stops answering fails the others after the collective timeout, so a failed rank fails the
-run instead of hanging it; the run resumes from its last checkpoint like any other.
+run instead of hanging it; the run resumes from its last checkpoint like any other. A checkpoint
+the disk refused ends every rank together, rank 0 having logged why (a `checkpoint_failed` event):
+`refused_checkpoint` reads it back, so that `prorl train --nproc` says it on one line, as one
+process does, rather than only inside torchrun's report of the failed ranks.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +73,20 @@ def torchrun_command(
 def run(run_dir: Path, nproc: int, **options) -> int:
     """Train `run_dir` under torchrun; returns torchrun's exit code (non-zero when a rank failed)."""
     return subprocess.call(torchrun_command(run_dir, nproc, **options))
+
+
+def refused_checkpoint(run_dir: Path, since: float) -> str | None:
+    """Why the disk refused a checkpoint, if that ended the launch that began at `since` (a
+    time.time()): the run's last event is a `checkpoint_failed` logged since then. None otherwise,
+    and on a machine whose ranks do not include rank 0 (the run's logs are written there)."""
+    events = Path(run_dir) / "events.jsonl"
+    if not events.is_file():
+        return None
+    lines = [line for line in events.read_text(encoding="utf-8").splitlines() if line.strip()]
+    last = json.loads(lines[-1]) if lines else {}
+    if last.get("kind") != "checkpoint_failed" or last.get("time", 0.0) < since:
+        return None
+    return str(last.get("data", {}).get("error") or "the disk refused a checkpoint")
 
 
 def main(argv: list[str] | None = None) -> int:

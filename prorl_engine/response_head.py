@@ -8,6 +8,9 @@ the step holds (chunk_tokens, V) logits at once, never (M, L, V). With grad, eac
 checkpointed: the backward pass recomputes its logits from the chunk's hidden states instead of
 keeping them all from the forward pass (one more head matmul per chunk, the price of the bound).
 
+Responses that share a prompt (a group's G samples) share its pass: each distinct prompt of a batch
+runs once and its responses continue from its KV cache (`response_states`).
+
 The distribution is the one the rollouts were sampled from, as in `rollout.response_logprobs`:
 softmax(logits / temperature), nucleus-truncated at top_p and renormalised.
 """
@@ -54,11 +57,8 @@ def chunked_response_logprobs(
     """log pi(a_t | s_t) of every response token of `batch` (a PackedBatch), (M, T), and its
     entropy (M, T) if asked; 0.0 at padding positions (`batch.mask` 0). Differentiable through the
     kept logits when grad is enabled; the entropy carries no grad."""
-    hidden = model.get_decoder()(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-    ).last_hidden_state  # (M, L, H)
     rows, cols = (batch.mask > 0).nonzero(as_tuple=True)  # (n,) each: the response tokens
-    states = hidden[rows, batch.positions[rows, cols]]  # (n, H): the positions that predict them
+    states = response_states(model.get_decoder(), batch, rows, cols)  # (n, H): the positions that predict them
     targets = batch.targets[rows, cols]  # (n,)
     head = model.get_output_embeddings()
     size = chunk_tokens(head.weight.shape[0], chunk_bytes)
@@ -67,11 +67,70 @@ def chunked_response_logprobs(
         for i in range(0, max(len(targets), 1), size)  # one empty chunk when n = 0: the graph still reaches the weights
     ]
     shape = batch.mask.shape
-    logp = torch.zeros(shape, device=hidden.device).index_put((rows, cols), torch.cat([p[0] for p in pieces]))
+    logp = torch.zeros(shape, device=states.device).index_put((rows, cols), torch.cat([p[0] for p in pieces]))
     entropy = None
     if with_entropy:
-        entropy = torch.zeros(shape, device=hidden.device).index_put((rows, cols), torch.cat([p[1] for p in pieces]))
+        entropy = torch.zeros(shape, device=states.device).index_put((rows, cols), torch.cat([p[1] for p in pieces]))
     return logp, entropy
+
+
+def response_states(decoder: torch.nn.Module, batch, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The decoder's hidden states at the positions that predict response tokens (rows, cols), (n, H).
+
+    Responses to the same prompt (a group's G samples) share its prefix: when a prompt repeats in
+    the batch, each distinct prompt runs once, and its responses continue from its KV cache, with
+    the grad of every response flowing back through the one prompt pass. The prompt tokens' share
+    of the forward and backward work drops by the number of responses per prompt."""
+    prompts, owner = _distinct_prompts(batch)
+    if len(prompts) == len(owner):  # nothing shared: one pass over the right-padded sequences
+        hidden = decoder(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+        ).last_hidden_state  # (M, L, H)
+        return hidden[rows, batch.positions[rows, cols]]
+
+    from transformers import DynamicCache
+
+    width = max(len(p) for p in prompts)
+    prompt_ids = batch.input_ids.new_zeros((len(prompts), width))
+    prompt_mask = batch.attention_mask.new_zeros((len(prompts), width))
+    for u, prompt in enumerate(prompts):  # left-padded: every prompt ends at column width - 1
+        prompt_ids[u, width - len(prompt) :] = torch.tensor(prompt)
+        prompt_mask[u, width - len(prompt) :] = 1
+    cache = DynamicCache(config=decoder.config)
+    prompt_hidden = decoder(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state  # (U, width, H)
+    owner = torch.tensor(owner, device=prompt_ids.device)
+    cache.batch_select_indices(owner)  # (M, ...): each response's prompt's keys and values
+    hidden = prompt_hidden[owner, width - 1].unsqueeze(1)  # (M, 1, H): predicts response token 0
+    width_r = batch.targets.shape[1]
+    if width_r > 1:  # response tokens 0..T-2 predict tokens 1..T-1
+        prompt_lengths = batch.positions[:, 0] + 1
+        response_lengths = batch.attention_mask.sum(dim=1) - prompt_lengths  # not batch.mask: the loss's own
+        steps = torch.arange(width_r - 1, device=prompt_ids.device)
+        response_mask = (steps < response_lengths.unsqueeze(1)).to(prompt_mask.dtype)
+        response_hidden = decoder(
+            input_ids=batch.targets[:, : width_r - 1],
+            attention_mask=torch.cat([prompt_mask[owner], response_mask], dim=1),
+            position_ids=prompt_lengths.unsqueeze(1) + steps,
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state  # (M, T - 1, H)
+        hidden = torch.cat([hidden, response_hidden], dim=1)  # (M, T, H): column j predicts response token j
+    return hidden[rows, cols]
+
+
+def _distinct_prompts(batch) -> tuple[list[list[int]], list[int]]:
+    """The batch's distinct prompts (token ids) and, for each row, the index of its prompt."""
+    index: dict[tuple[int, ...], int] = {}
+    owner = []
+    for row, length in enumerate((batch.positions[:, 0] + 1).tolist()):
+        owner.append(index.setdefault(tuple(batch.input_ids[row, :length].tolist()), len(index)))
+    return [list(prompt) for prompt in index], owner
 
 
 def _chunk(

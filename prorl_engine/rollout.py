@@ -117,12 +117,19 @@ class HFGenerateBackend:
             sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
         else:
             sampling = {"do_sample": False}  # greedy
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        if params.n > 1 and width > 1:  # each prompt's prefill once, not once per sample
+            cache = self._prompt_cache(input_ids, attention_mask, params.n)
+            input_ids, attention_mask = (t.repeat_interleave(params.n, dim=0) for t in (input_ids, attention_mask))
+            expand = {"past_key_values": cache, "num_return_sequences": 1}
+        else:
+            expand = {"num_return_sequences": params.n}
         output = self.model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
+            input_ids=input_ids,
+            attention_mask=attention_mask,
             **sampling,
+            **expand,
             max_new_tokens=params.max_new_tokens,
-            num_return_sequences=params.n,
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
             use_cache=True,
@@ -138,6 +145,29 @@ class HFGenerateBackend:
             sampled = logprobs[index][: len(tokens)] if logprobs is not None else None
             generations.append(Generation(offset + index // params.n, tokens, truncated, sampled))
         return generations
+
+    def _prompt_cache(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int):
+        """The KV cache of every prompt but its last token, computed once per prompt and repeated
+        for its n samples (rows grouped by prompt, as `num_return_sequences` groups them).
+
+        `generate` with `num_return_sequences=n` repeats the prompts before its prefill and so runs
+        each prompt n times; restarting it from this cache, it runs only the last prompt token and
+        samples from there (the same positions as its own prefill: from the left-padded mask)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        mask = attention_mask[:, :-1]
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        self.model(  # the whole model (a sharded one gathers in its own forward), one position's logits
+            input_ids=input_ids[:, :-1],
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache.batch_repeat_interleave(n)
+        return cache
 
 
 class SampledLogProbs:

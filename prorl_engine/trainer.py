@@ -60,10 +60,13 @@ class Trainer:
         control: ControlSource | None = None,
         fork_from: str | Path | None = None,
         group: Group = SOLO,
+        paused: bool = False,
     ):
         """`fork_from`: a checkpoint of another run to start from (weights, reference, optimizer, step,
         reset history), with this run's possibly edited config. Ignored once this run has its own checkpoint.
-        `group`: the ranks of a distributed run; the sink and control of ranks other than 0 are unused."""
+        `group`: the ranks of a distributed run; the sink and control of ranks other than 0 are unused.
+        `paused`: the run was paused when its last attempt ended (its worker was lost): this attempt
+        restores it and waits, paused, for a resume or a stop (only with a `control` to send them)."""
         self.config = config
         self.fork_from = Path(fork_from) if fork_from else None
         self.run_dir = Path(run_dir)
@@ -93,6 +96,7 @@ class Trainer:
         self.reset_policy = ResetPolicy.from_config(config)
         self.reset_history: list[dict] = []
         self.step = 0
+        self.start_paused = paused
         self.paused = False
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
@@ -112,9 +116,11 @@ class Trainer:
             self._restore(self.fork_from, fork=True)
             if self.step >= self.config.steps:
                 raise ValueError(f"steps: the fork starts after step {self.step} of its parent; set steps above it")
+        self.paused = self.start_paused and self._steered()  # every rank alike: they wait together
         self._status(
-            "running",
+            "paused" if self.paused else "running",  # a paused run taken up again stays paused
             resumed_from=self.step if latest else None,
+            reason="it was paused when its last attempt ended: resume or stop it" if self.paused else None,
             forked_from=str(self.fork_from) if self.fork_from and not latest else None,
             **({"ranks": self.group.world, "devices": self._devices()} if self.group is not SOLO else {}),
         )

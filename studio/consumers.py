@@ -13,7 +13,10 @@ A socket a share link let in gets {"kind": "revoked"} just before it closes when
 revoked (close code 4403, as for an expired link), so the page says why and stops reconnecting.
 While the channel layer is unreachable (Redis away), the handshake is accepted and closed at once
 with code 1013 "Try Again Later", not answered with HTTP 500: the page reconnects with backoff and,
-asking with `after=`, gets every point it missed once the layer is back.
+asking with `after=`, gets every point it missed once the layer is back. The same while the
+database is away: a handshake (Channels' auth middleware reads the session and the user, the
+consumer the run; `DatabaseAwayGuard` answers for the first) or an open socket whose query fails
+is closed with 1013.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from studio.commands import command_payload, outcomes
+from studio.middleware import DATABASE_ERRORS
 from studio.models import Command, Event, MetricPoint, Run, Sample
 from studio.payloads import (
     EventPayload,
@@ -54,7 +58,7 @@ log = logging.getLogger(__name__)
 BACKLOG_CHUNK = 2000
 RECENT_COMMANDS = 10  # as many as the run page lists
 CLOSE_REFUSED = 4403  # no (more) access: the page stops reconnecting
-CLOSE_TRY_LATER = 1013  # RFC 6455 "Try Again Later": the channel layer (Redis) is away; the page retries
+CLOSE_TRY_LATER = 1013  # RFC 6455 "Try Again Later": Redis or the database is away; the page retries
 # An open socket joins its run's group again this often: membership lapses after channels-redis's
 # group_expiry (a day), and a Redis restarted empty forgets every group while the socket stays open.
 REJOIN_S = 300.0
@@ -71,6 +75,7 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     joined: bool = False  # in the run's channel-layer group
     rejoin: asyncio.Task | None = None  # `_keep_joined`, while the socket is open
     layer_lost: bool = False  # the channel layer failed (Redis away): the socket closes with 1013
+    accepted: bool = False  # the handshake was answered with an accept
 
     async def connect(self) -> None:
         run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
@@ -139,6 +144,18 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     def _run_id(self) -> int:
         return int(self.scope["url_route"]["kwargs"]["run_id"])
 
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        self.accepted = True
+
+    async def _database_away(self, exc: Exception) -> None:
+        """A query failed because the database is away: 1013, as for Redis, after a handshake if
+        none was made yet (a close before it reaches the page as a refused upgrade, not a code)."""
+        log.warning("run %s: the database is unreachable, websocket closed (1013): %s", self._run_id(), exc)
+        if not self.accepted:
+            await self.accept()
+        await self.close(code=CLOSE_TRY_LATER)
+
     async def dispatch(self, message: dict) -> None:
         """A socket let in by a share link closes when the link expires (and when it is revoked:
         `run_share_revoked`).
@@ -155,7 +172,10 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"no handler for message type {message['type']}")
-        await handler(message)
+        try:
+            await handler(message)
+        except DATABASE_ERRORS as exc:  # connecting (the run, the backlog) or filling a gap
+            await self._database_away(exc)
 
     async def disconnect(self, code: int) -> None:
         if self.rejoin is not None:
@@ -301,6 +321,42 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     def _points_between(self, after: int, before: int) -> list[dict]:
         rows = MetricPoint.objects.filter(run_id=self.run.pk, step__gt=after, step__lt=before).order_by("step")
         return [point_payload(step, values) for step, values in rows.values_list("step", "values")]
+
+
+class DatabaseAwayGuard:
+    """ASGI middleware around the websocket stack. Channels' auth middleware reads the session and
+    the user from the database before any consumer runs; while the database is away it raises, and
+    the handshake would be answered with HTTP 500. Here it is accepted and closed with 1013, as
+    the consumer closes it when its own queries fail (`RunConsumer._database_away`)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        handshake: list[dict] = []  # the connect message, once something read it
+        answered = False
+
+        async def receive_noting_the_handshake() -> dict:
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                handshake.append(message)
+            return message
+
+        async def send_noting_the_answer(message: dict) -> None:
+            nonlocal answered
+            answered = answered or message["type"] in ("websocket.accept", "websocket.close")
+            await send(message)
+
+        try:
+            await self.app(scope, receive_noting_the_handshake, send_noting_the_answer)
+        except DATABASE_ERRORS as exc:
+            if scope["type"] != "websocket" or answered:
+                raise
+            log.warning("%s: the database is unreachable, websocket closed (1013): %s", scope.get("path"), exc)
+            if not handshake and (await receive())["type"] != "websocket.connect":
+                return  # the client left before its handshake
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": CLOSE_TRY_LATER})
 
 
 def _query(query_string: bytes, name: str) -> str:

@@ -91,6 +91,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "studio.middleware.ContentSecurityPolicyMiddleware",
+    # 503 + Retry-After while the database is away, raised in a view or in any middleware below
+    "studio.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.gzip.GZipMiddleware",
     # static files (when SERVE_STATIC): below GZip, so that what WhiteNoise serves is compressed
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -101,7 +103,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "studio.middleware.NotFoundMiddleware",
-    "studio.middleware.DatabaseUnavailableMiddleware",  # 503 + Retry-After while the database is away
     "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
 ]
 
@@ -236,6 +237,7 @@ SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", False)
+SESSION_ENGINE = "studio.sessions"  # database sessions; one the database could not save is a 503, not a 400
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", False)
 # The header a TLS proxy sets to "https" (X-Forwarded-Proto): Django then trusts it for is_secure().

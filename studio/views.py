@@ -41,7 +41,7 @@ RECENT_CHECKPOINTS = 10
 # The event strip above the charts: these kinds, the latest MAX_MARKERS of each (a run that resets
 # every 5 steps for 10^6 steps still sends a bounded page); an eval event keeps only its eval/all/*
 # metrics there (the events table shows all of them).
-MARKER_KINDS = ("reset", "command", "checkpoint", "eval", "watchdog")
+MARKER_KINDS = ("reset", "command", "checkpoint", "checkpoint_failed", "eval", "watchdog")
 MAX_MARKERS = 5000
 
 

@@ -54,7 +54,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.mail import send_mail
 from django.core.validators import EmailValidator
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -343,10 +343,18 @@ class RunWatchdogs:
         """Advance every rule over `points` (in step order) and fire those that trip. Called inside
         the sink's transaction, after the points are stored; returns the firings' Event rows for the
         sink to publish with the batch. One query reads the rules, so rules edited on the live run
-        apply from the next batch on."""
+        apply from the next batch on.
+
+        A database that went away is not a failing rule: its error is raised, so that the sink
+        rolls the whole batch back and writes it again, the firings with it. Their notifications
+        wait for the commit (`fire`), so a retried batch notifies once; were the error dropped
+        here, the points would be stored without their firings (or, the connection gone, the rest
+        of the batch would fail for good)."""
         try:
             with transaction.atomic():  # a savepoint: a failing rule never costs the run its points
                 return self._observe(points)
+        except (OperationalError, InterfaceError):
+            raise
         except Exception:
             log.exception("watchdogs of run %s failed on steps %s", self.run_id, [p["step"] for p in points])
             return []

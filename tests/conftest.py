@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from studio.up import server_command
+
 SESSION = uuid.uuid4().hex[:8]
 
 
@@ -165,7 +167,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class LiveStudio:
-    """The studio as real processes: daphne (HTTP + websockets) and Celery workers on a private
+    """The studio as real processes: the ASGI server as `make up` starts it (studio.up.server_command:
+    HTTP + websockets) and Celery workers on a private
     Redis, all on the test database. Workers are started and killed by the tests."""
 
     def __init__(self, folder: Path, redis_url: str):
@@ -190,10 +193,7 @@ class LiveStudio:
         }
         self.processes: list[subprocess.Popen] = []
         self.workers: list[subprocess.Popen] = []
-        self.server = self._spawn(
-            "daphne",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "studio.asgi:application"],
-        )
+        self.server = self._spawn("asgi-server", server_command(self.port))
         wait_for_port(self.port, 60, self.server)
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -241,7 +241,7 @@ class LiveStudio:
         return process
 
     def stop_workers(self) -> None:
-        """Kill every worker started so far (daphne stays up)."""
+        """Kill every worker started so far (the ASGI server stays up)."""
         for process in self.workers:
             if process.poll() is None:
                 process.kill()
@@ -283,7 +283,7 @@ def live_studio_session(
 
 @pytest.fixture
 def live_studio(live_studio_session: LiveStudio) -> Iterator[LiveStudio]:
-    """The session's daphne and Redis; the workers a test starts are stopped when it ends, so no
+    """The session's ASGI server and Redis; the workers a test starts are stopped when it ends, so no
     test's worker takes (and finishes) the next test's runs."""
     yield live_studio_session
     live_studio_session.stop_workers()

@@ -27,7 +27,7 @@ def main(run_id: int) -> int:
     from prorl_engine.config import RunConfig
     from prorl_engine.distributed import TorchGroup
     from prorl_engine.trainer import Trainer
-    from studio.models import Run
+    from studio.models import Run, RunStatus
     from studio.paths import run_path_policy
     from worker.sink import StudioControl, StudioSink
     from worker.tasks import _fail, _fork_source
@@ -42,7 +42,8 @@ def main(run_id: int) -> int:
         config = policy.resolve(RunConfig.from_dict(run.config, path_policy=policy), MODEL_BUILDERS)
         control = StudioControl(run) if group.is_main else None
         fork_from = group.broadcast(_fork_source(run, sink) if group.is_main else None)
-        Trainer(config, run.run_dir, sink, control, fork_from=fork_from, group=group).train()
+        held = run.status == RunStatus.PAUSED  # paused when its last worker was lost: stays paused
+        Trainer(config, run.run_dir, sink, control, fork_from=fork_from, group=group, paused=held).train()
     except Exception as exc:
         if sink is not None:
             _fail(sink, run, f"{type(exc).__name__} on rank 0: {exc}\n\n{traceback.format_exc(limit=8)}", exc)

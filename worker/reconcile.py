@@ -7,8 +7,9 @@ with the broker every WORKER_LEASE_S:
 
 - a run never taken up (queued, no lease) needs a message waiting in its training queue or one a
   worker has just received (unacknowledged);
-- a run whose lease lapsed (its worker went silent: killed, machine gone) needs a message waiting
-  in its queue: the one its dead worker held comes back only after the visibility timeout.
+- a run whose lease lapsed (its worker went silent: killed, machine gone), running or paused,
+  needs a message waiting in its queue: the one its dead worker held comes back only after the
+  visibility timeout.
 
 Such a run without one, older than WORKER_LEASE_S, is sent again, once: the run's row is locked,
 its lease and the last "requeued" event looked at again, and a "requeued" event stored in the same
@@ -16,7 +17,9 @@ transaction (the page lists it), so a second worker reconciling at the same mome
 sends nothing. Should a message still come twice (one restored by the broker later), the claim is
 idempotent: the second finds the run held or over and is dropped (worker/tasks.py).
 
-Paused runs are left alone: sending one again would resume training nobody asked for.
+A paused run's lease is renewed while its worker waits for a resume, so only a paused run whose
+worker died is sent again: the worker that takes it up restores its last checkpoint and holds it
+paused (worker/tasks.py), where stop and resume reach it again; nobody's pause is undone.
 
 The timer lives in the workers, not in Celery beat: `make up` runs no beat, and a check that every
 worker runs still runs when any one of them is gone.
@@ -40,7 +43,7 @@ from studio import queue
 from studio.models import Checkpoint, Event, Run, RunStatus
 
 log = logging.getLogger(__name__)
-RECONCILED = (RunStatus.QUEUED, RunStatus.RUNNING)
+RECONCILED = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED)
 
 
 @dataclass
@@ -115,15 +118,11 @@ def _requeue(run_id: int, now: float) -> bool:
         if run is None or _lease_live(run, now) or _sent_lately(run_id, now):
             return False
         lapsed = bool(run.worker)
+        reason = "its worker stopped renewing the lease" if lapsed else "queued without a Celery message"
+        if run.status == RunStatus.PAUSED:
+            reason += "; it is taken up paused, as it was"
         Event.objects.create(
-            run=run,
-            step=_resume_step(run),
-            kind="requeued",
-            time=now,
-            data={
-                "reason": "its worker stopped renewing the lease" if lapsed else "queued without a Celery message",
-                "worker": run.worker,
-            },
+            run=run, step=_resume_step(run), kind="requeued", time=now, data={"reason": reason, "worker": run.worker}
         )
         route = queue.training_queue(queue.run_gpus(run))
         transaction.on_commit(lambda: queue.send_run(run))

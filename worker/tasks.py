@@ -91,8 +91,11 @@ def _train(run: Run) -> str:
         if config.gpus > 1 or config.nodes > 1:
             sink.close()  # rank 0 reports through a sink of its own
             return _train_on_ranks(run, config)
-        # the engine's status events (running, paused, finished, stopped) are the run's status
-        Trainer(config, run.run_dir, sink, StudioControl(run), fork_from=_fork_source(run, sink)).train()
+        # the engine's status events (running, paused, finished, stopped) are the run's status; a run
+        # paused when its last worker was lost is held paused (worker/reconcile.py sent it again)
+        fork_from = _fork_source(run, sink)
+        held = run.status == RunStatus.PAUSED
+        Trainer(config, run.run_dir, sink, StudioControl(run), fork_from=fork_from, paused=held).train()
     except ConfigError as exc:  # on this machine's disk: a model or data file missing here, or refused
         return _fail(sink, run, f"invalid config: {exc}", exc)
     except Exception as exc:

@@ -5,6 +5,10 @@ runs until it has generated as many response tokens as the full recipe did (a to
 through the Trainer's ControlSource, with at most `STEP_CAP_FACTOR` times the steps), then gets
 one final held-out evaluation. A variant whose folder already holds a finished run of the same
 config is read back instead of run again.
+
+With several seeds (`run_seeds`), each seed is such an ablation of its own in RUNS/seed-N (the
+config's seed replaced, so data order, sampling and the held-out split all follow it); a variant
+spends the token budget of its own seed's full run.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +61,10 @@ class RunResult:
     final_eval: dict[str, float]  # held-out metrics at the end of the run
     minutes: float
     info: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    counts: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # task -> (n, c) per held-out prompt
+    started: str = ""  # ISO times of the run's start and end ("" for a run written before they were kept)
+    finished: str = ""
 
     @property
     def tokens(self) -> float:
@@ -108,19 +117,25 @@ def run_variant(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         log(f"{name}: {config.steps} steps at most" + (f", stops at {budget:,.0f} generated tokens" if budget else ""))
-        started = time.time()
+        started, started_at = time.time(), now_iso()
         counter = TokenBudget(budget)
         sink = FanoutSink(JsonlSink(run_dir), counter)
         try:
             trainer = Trainer(config, run_dir, sink, control=counter)
             status = trainer.train()
-            final_eval = evaluate_now(trainer)  # at the budget point, which may fall between evaluations
+            final_eval, counts = evaluate_now(trainer)  # at the budget point, which may fall between evaluations
         finally:
             sink.close()
         minutes = (time.time() - started) / 60
-        done.write_text(
-            json.dumps({"status": status, "minutes": minutes, "metrics": final_eval}, indent=2), encoding="utf-8"
-        )
+        finished = {
+            "status": status,
+            "minutes": minutes,
+            "started": started_at,
+            "finished": now_iso(),
+            "metrics": final_eval,
+            "counts": counts,
+        }
+        done.write_text(json.dumps(finished, indent=2), encoding="utf-8")
         log(
             f"{name}: {status} after {minutes:.1f} min, held-out pass@1 "
             f"{final_eval.get('eval/all/pass@1', math.nan):.3f}"
@@ -128,8 +143,15 @@ def run_variant(
     return read_run(name, config, run_dir)
 
 
-def evaluate_now(trainer) -> dict[str, float]:
-    """The trainer's held-out evaluation of its current policy, plus `eval/prompts` (how many),
+def now_iso() -> str:
+    """The current UTC time, to the second, as ISO 8601."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def evaluate_now(trainer) -> tuple[dict[str, float], dict[str, list[tuple[int, int]]]]:
+    """The trainer's held-out evaluation of its current policy, and its `prompt_counts`.
+
+    The metrics are the evaluation's, plus `eval/prompts` (how many),
     `eval/all/pass@1_se` (the standard error of pass@1 from sampling, on this fixed prompt set) and
     `eval/all/shows_work_frac` (the share of responses that write intermediate results before the
     answer: the demo model can also guess).
@@ -147,12 +169,26 @@ def evaluate_now(trainer) -> dict[str, float]:
     rates = [sum(outcomes) / len(outcomes) for outcomes in by_prompt.values()]
     variance = sum(p * (1 - p) / (n - 1) for p in rates) if n > 1 else math.nan
     worked = sum(shows_work(sample.response) for sample in report.samples) / len(report.samples)
-    return {
+    metrics = {
         **report.metrics,
         "eval/prompts": len(rates),
         "eval/all/pass@1_se": math.sqrt(variance) / len(rates),
         "eval/all/shows_work_frac": worked,
     }
+    return metrics, prompt_counts(report.samples)
+
+
+def prompt_counts(samples) -> dict[str, list[tuple[int, int]]]:
+    """task -> (samples drawn, samples correct) of each of its prompts, prompts in the order of
+    their ids: what `boundary.classify` compares between the base model and a run."""
+    by_prompt: dict[str, tuple[str, list[bool]]] = {}
+    for sample in samples:
+        by_prompt.setdefault(sample.uid, (sample.task, []))[1].append(sample.correct)
+    counts: dict[str, list[tuple[int, int]]] = {}
+    for uid in sorted(by_prompt):
+        task, outcomes = by_prompt[uid]
+        counts.setdefault(task, []).append((len(outcomes), sum(outcomes)))
+    return counts
 
 
 def read_run(name: str, config: RunConfig, run_dir: Path) -> RunResult:
@@ -176,6 +212,10 @@ def read_run(name: str, config: RunConfig, run_dir: Path) -> RunResult:
         final["metrics"],
         final["minutes"],
         {"status": final["status"], "config": config},
+        seed=config.seed,
+        counts={task: [tuple(pair) for pair in pairs] for task, pairs in final.get("counts", {}).items()},
+        started=final.get("started", ""),
+        finished=final.get("finished", ""),
     )
 
 
@@ -192,18 +232,61 @@ def run_all(
     return results
 
 
+def seed_dir(runs_dir: Path, seed: int) -> Path:
+    """Where one seed's ablation goes among several (`run_seeds`)."""
+    return runs_dir / f"seed-{seed}"
+
+
+def run_seeds(
+    base: RunConfig, names: Sequence[str], runs_dir: Path, seeds: Sequence[int], log: Callable[[str], None] = print
+) -> dict[int, list[RunResult]]:
+    """`run_all` once per seed, into `seed_dir(runs_dir, seed)`: seed -> its runs, full first."""
+    return {seed: run_all(base.replace(seed=seed), names, seed_dir(runs_dir, seed), log) for seed in seeds}
+
+
+def read_seeds(
+    base: RunConfig, names: Sequence[str], runs_dir: Path, seeds: Sequence[int]
+) -> dict[int, list[RunResult]]:
+    """The finished runs `run_seeds` left, read back without running anything (full first)."""
+    order = ["full", *[name for name in names if name != "full"]]
+    return {seed: read_variants(base.replace(seed=seed), order, seed_dir(runs_dir, seed)) for seed in seeds}
+
+
+def read_variants(base: RunConfig, names: Sequence[str], runs_dir: Path) -> list[RunResult]:
+    """The finished runs of `names` in runs_dir, each with the config `run_all` gave it."""
+    capped = base.replace(steps=base.steps * STEP_CAP_FACTOR)
+    configs = {name: base if name == "full" else capped.replace(**VARIANTS[name](base)) for name in names}
+    missing = [name for name in names if not (runs_dir / name / "final_eval.json").is_file()]
+    if missing:
+        raise SystemExit(
+            f"{runs_dir}: no finished run of {', '.join(missing)} (run the ablation without --report-only)"
+        )
+    return [read_run(name, configs[name], runs_dir / name) for name in names]
+
+
 def base_model_eval(config: RunConfig, runs_dir: Path) -> dict[str, float]:
-    """Held-out metrics of the untrained policy, with the runs' own evaluation settings (cached in runs_dir)."""
+    """Held-out metrics of the untrained policy, with the runs' own evaluation settings (cached in
+    runs_dir, with its per-prompt counts in base_counts.json: `base_model_counts`)."""
     cache = runs_dir / "base_eval.json"
     if cache.is_file():
         return json.loads(cache.read_text(encoding="utf-8"))
     from prorl_engine.trainer import Trainer
 
     trainer = Trainer(config, runs_dir / "base", NullSink(), control=NoControl())  # step 0: nothing trained
-    metrics = evaluate_now(trainer)
+    metrics, counts = evaluate_now(trainer)
     runs_dir.mkdir(parents=True, exist_ok=True)
+    (runs_dir / "base_counts.json").write_text(json.dumps(counts), encoding="utf-8")
     cache.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
+
+
+def base_model_counts(runs_dir: Path) -> dict[str, list[tuple[int, int]]]:
+    """task -> (n, c) per held-out prompt of the base model, as `base_model_eval` kept them (none
+    for a cache written before they were kept)."""
+    path = runs_dir / "base_counts.json"
+    if not path.is_file():
+        return {}
+    return {task: [tuple(pair) for pair in pairs] for task, pairs in json.loads(path.read_text()).items()}
 
 
 def is_number(value: Any) -> bool:

@@ -223,3 +223,240 @@ def judge_claims(results: dict[str, RunResult], base_eval: dict[str, float], k: 
     """One verdict per claim whose variant ran, then the pass@k claim (see the module docstring)."""
     ev = Evidence(results, base_eval, k)
     return [judge(ev) for variant, judge in VARIANT_CLAIMS if variant in results] + [pass_at_k(ev)]
+
+
+# --- several seeds -------------------------------------------------------------------------------
+#
+# With a run of every variant for each of several seeds, a claim is judged by its effect size, the
+# mean over the seeds of (variant - full) on the claim's metric (each seed's variant against the
+# same seed's full run: same held-out split), against the noise band, the range (highest - lowest)
+# of that metric over the full recipe's own seeds. An effect outside the band is taken as real;
+# inside it, the seeds cannot tell it from run-to-run noise. With 3 seeds the range of the full runs
+# is about 1.7 standard deviations of one run, and the mean of 3 differences of two runs has a
+# standard deviation of about 0.8 of one: outside the band is then about two standard deviations
+# of the effect (a band from seeds whose held-out splits differ is wider, so the test is cautious).
+# With 2 seeds the range is a rough estimate and may come out near 0 by chance, so a pass@1 band is
+# never narrower than two sampling standard errors of the difference (`margin`), as with one seed.
+
+
+@dataclass(frozen=True)
+class SeededEffect:
+    """One metric of the full recipe and of a variant, one value per seed (the same seeds in order)."""
+
+    metric: str
+    full: list[float]
+    variant: list[float]
+    floor: float = 0.0  # the smallest band: the sampling noise of one comparison, where it is known
+
+    def __post_init__(self) -> None:
+        if len(self.full) != len(self.variant) or len(self.full) < 2:
+            raise ValueError(
+                f"{self.metric}: an effect over seeds needs the full recipe and the variant on the same 2 or more "
+                f"seeds, got {len(self.full)} and {len(self.variant)} values"
+            )
+
+    @property
+    def effect(self) -> float:
+        """Mean over the seeds of variant - full."""
+        return sum(v - f for v, f in zip(self.variant, self.full)) / len(self.full)
+
+    @property
+    def band(self) -> float:
+        """The full recipe's spread over its seeds (highest minus lowest), at least `floor`: a few
+        seeds may agree by chance more closely than sampling lets two evaluations agree."""
+        return max(max(self.full) - min(self.full), self.floor)
+
+    @property
+    def position(self) -> str:
+        """ "higher" or "lower" when the variant lies above or below the full recipe by more than the
+        band, else "within". An effect exactly at the band is within."""
+        if self.effect > self.band:
+            return "higher"
+        if self.effect < -self.band:
+            return "lower"
+        return "within"
+
+    def describe(self, digits: int = 3) -> str:
+        """ "pass@1 0.200/0.240 (full) vs 0.150/0.170: effect -0.060, noise band 0.040"."""
+        full = "/".join(f"{x:.{digits}f}" for x in self.full)
+        variant = "/".join(f"{x:.{digits}f}" for x in self.variant)
+        return (
+            f"{self.metric} {full} (full) vs {variant}: effect {self.effect:+.{digits}f}, "
+            f"noise band {self.band:.{digits}f}"
+        )
+
+
+@dataclass
+class SeededVerdict(Verdict):
+    """A verdict over seeds, with the effect it rests on (None for the pass@k and boundary claims)."""
+
+    variant: str = ""
+    effect: SeededEffect | None = None
+
+
+WITHIN_NOISE = "inconclusive (within run-to-run noise)"
+
+
+def _seeded(results: dict[int, dict[str, RunResult]], variant: str, metric: str, read) -> SeededEffect:
+    seeds = sorted(results)
+    return SeededEffect(metric, [read(results[s]["full"]) for s in seeds], [read(results[s][variant]) for s in seeds])
+
+
+def _final(key: str):
+    return lambda run: run.final_eval.get(key, math.nan)
+
+
+def _seeded_pass1(results: dict[int, dict[str, RunResult]], variant: str) -> SeededEffect:
+    """Held-out pass@1 of the full recipe and `variant`, its band at least the largest sampling
+    band (`margin`: two standard errors of the difference) of any seed's pair."""
+    effect = _seeded(results, variant, "pass@1", _final("eval/all/pass@1"))
+    pairs = [(by_name["full"].final_eval, by_name[variant].final_eval) for by_name in results.values()]
+    floors = [margin(a, b) for a, b in pairs if is_number(a.get("eval/all/pass@1_se"))]
+    return SeededEffect(effect.metric, effect.full, effect.variant, max(floors, default=0.0))
+
+
+def seeded_clip_higher(results: dict[int, dict[str, RunResult]]) -> SeededVerdict:
+    ent = _seeded(results, "symmetric_clip", "entropy (last third)", lambda r: r.last_third_mean("policy/entropy"))
+    verdict = {"lower": "reproduced", "higher": "not reproduced", "within": WITHIN_NOISE}[ent.position]
+    return SeededVerdict(
+        "Clip-higher keeps the policy's entropy from collapsing", verdict, ent.describe() + ".", "symmetric_clip", ent
+    )
+
+
+def seeded_dynamic_sampling(results: dict[int, dict[str, RunResult]]) -> SeededVerdict:
+    p1 = _seeded_pass1(results, "no_dynamic_sampling")
+    verdict = {"lower": "reproduced", "higher": "not reproduced", "within": WITHIN_NOISE}[p1.position]
+    return SeededVerdict(
+        "Dynamic sampling makes each generated token carry more learning signal",
+        verdict,
+        f"at the same generation budget per seed, {p1.describe()}.",
+        "no_dynamic_sampling",
+        p1,
+    )
+
+
+def seeded_length_penalty(results: dict[int, dict[str, RunResult]]) -> SeededVerdict:
+    """Shorter: the variant without the penalty is longer by more than the band. Without costing
+    accuracy: its pass@1 is not higher than the recipe's by more than pass@1's band."""
+    length = _seeded(results, "no_length_penalty", "mean length (eval, tokens)", _final("eval/all/mean_length"))
+    p1 = _seeded_pass1(results, "no_length_penalty")
+    if length.position == "higher":
+        verdict = "partly: shorter, but less accurate" if p1.position == "higher" else "reproduced"
+    else:
+        verdict = WITHIN_NOISE if length.position == "within" else "not reproduced"
+    relative = length.effect / (sum(length.variant) / len(length.variant))
+    return SeededVerdict(
+        "The cycled cosine length penalty makes answers shorter without costing accuracy",
+        verdict,
+        f"{length.describe(1)} (with the penalty answers are {relative:.1%} shorter); {p1.describe()}.",
+        "no_length_penalty",
+        length,
+    )
+
+
+def seeded_resets(results: dict[int, dict[str, RunResult]]) -> SeededVerdict:
+    p1 = _seeded_pass1(results, "no_resets")
+    kl = _seeded(results, "no_resets", "KL to the reference (last third)", lambda r: r.last_third_mean("kl/ref"))
+    verdict = {"lower": "reproduced", "higher": "not reproduced", "within": WITHIN_NOISE}[p1.position]
+    kl_text = "/".join(f"{x:.2e}" for x in kl.full) + " with resets vs " + "/".join(f"{x:.2e}" for x in kl.variant)
+    resets = "/".join(str(len(results[s]["full"].resets())) for s in sorted(results))
+    return SeededVerdict(
+        "Reference resets let improvement continue where a fixed reference would hold it back",
+        verdict,
+        f"{p1.describe()}; {resets} resets per full run; KL to the reference late in the run {kl_text} fixed.",
+        "no_resets",
+        p1,
+    )
+
+
+def seeded_pass_at_k(
+    results: dict[int, dict[str, RunResult]], base_evals: dict[int, dict[str, float]]
+) -> SeededVerdict:
+    """Per k, the gain is the mean over seeds of full - base (the same seed's held-out split) and
+    the band the range of the full runs' pass@k over the seeds: a rise is a gain above the band."""
+    seeds = sorted(results)
+    ks = [
+        k
+        for k in pass_ks(base_evals[seeds[0]])
+        if all(is_number(results[s]["full"].final_eval.get(f"eval/all/pass@{k}")) for s in seeds)
+    ]
+    gains, bands = {}, {}
+    for k in ks:
+        key = f"eval/all/pass@{k}"
+        full = [results[s]["full"].final_eval[key] for s in seeds]
+        gains[k] = sum(f - base_evals[s][key] for f, s in zip(full, seeds)) / len(seeds)
+        bands[k] = max(full) - min(full)
+    rises = {k: gains[k] > bands[k] for k in ks}
+    falls = {k: gains[k] < -bands[k] for k in ks}
+    if not rises[1]:
+        verdict = "not reproduced" if falls[1] else WITHIN_NOISE
+    elif all(rises.values()):
+        verdict = "reproduced"
+    elif not any(falls.values()):
+        flat = ", ".join(str(k) for k in ks if not rises[k])
+        verdict = f"partly: pass@1 rises, pass@k at larger k within noise (k = {flat})"
+    else:
+        first = min(k for k in ks if falls[k])
+        verdict = f"partly: pass@1 rises, pass@k falls from k = {first} on"
+    curve = ", ".join(f"pass@{k} {gains[k]:+.3f} (band {bands[k]:.3f})" for k in ks)
+    return SeededVerdict(
+        f"Prolonged training raises pass@k as well as pass@1 (k up to {max(ks)})",
+        verdict,
+        f"gain over the base model, mean over seeds {', '.join(map(str, seeds))}: {curve}.",
+    )
+
+
+def seeded_boundary(
+    results: dict[int, dict[str, RunResult]], base_counts: dict[int, dict[str, list[tuple[int, int]]]]
+) -> tuple[SeededVerdict, dict[int, list]]:
+    """The reasoning-boundary categories (prorl_engine/boundary.py) of the full run against the base
+    model, per seed and task, and the verdict on the claim that RL solves tasks the base never
+    solves: reproduced when the full run widens some task of that category in every seed."""
+    from prorl_engine.boundary import BASE_NEVER_SOLVES, classify
+
+    seeds = sorted(results)
+    tables = {}
+    for seed in seeds:
+        full, base = results[seed]["full"].counts, base_counts.get(seed, {})
+        tables[seed] = [classify(task, base[task], full[task]) for task in sorted(base) if task in full]
+    never = {seed: [t for t in tables[seed] if t.category == BASE_NEVER_SOLVES] for seed in seeds}
+    if not all(never.values()):
+        verdict, evidence = (
+            "not testable here",
+            "no task that the base model never solves in every seed's held-out set.",
+        )
+    else:
+        solved = {seed: [t for t in never[seed] if t.rl[-1] > t.margin] for seed in seeds}
+        verdict = "reproduced" if all(solved.values()) else "not reproduced"
+        evidence = (
+            "; ".join(
+                f"seed {seed}: " + ", ".join(f"{t.task} pass@{t.k_large} {t.rl[-1]:.3f} after RL" for t in never[seed])
+                for seed in seeds
+            )
+            + " (the base: 0 on every prompt)."
+        )
+    return (
+        SeededVerdict("RL solves tasks the base model never solves (the reasoning boundary widens)", verdict, evidence),
+        tables,
+    )
+
+
+SEEDED_CLAIMS: tuple[tuple[str, Callable[[dict[int, dict[str, RunResult]]], SeededVerdict]], ...] = (
+    ("symmetric_clip", seeded_clip_higher),
+    ("no_dynamic_sampling", seeded_dynamic_sampling),
+    ("no_length_penalty", seeded_length_penalty),
+    ("no_resets", seeded_resets),
+)
+
+
+def judge_seeded(
+    results: dict[int, dict[str, RunResult]], base_evals: dict[int, dict[str, float]]
+) -> list[SeededVerdict]:
+    """One verdict per claim whose variant ran in every seed, then the pass@k claim. `results`:
+    seed -> variant name -> its run (2 or more seeds, each with `full`)."""
+    if len(results) < 2:
+        raise ValueError(f"judging over seeds needs 2 or more seeds, got {len(results)}")
+    ran = set.intersection(*(set(by_name) for by_name in results.values()))
+    return [judge(results) for variant, judge in SEEDED_CLAIMS if variant in ran] + [
+        seeded_pass_at_k(results, base_evals)
+    ]

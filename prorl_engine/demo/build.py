@@ -2,7 +2,7 @@
 
     prorl base-model --out DIR [--seed 0] [--sft-steps 1600] [--direct-fraction 0.4]
                      [--guess-error-rate 1.0] [--guess-offset 11 40] [--padded-fraction 0]
-                     [--padding 1 3] [--threads 1] [--force]
+                     [--padding 1 3] [--held-out-seeds 0] [--threads 1] [--force]
     python -m prorl_engine.demo --out DIR [the same options]
 
 All on the CPU: generate the problems (`demo.problems`, the demo run's held-out questions left
@@ -42,6 +42,7 @@ DEMO_BUILD: dict[str, Any] = {
     "guess_error_rate": 1.0,
     "guess_offset": (11, 40),
     "padded_fraction": 0.0,  # padded builds also set the number of redundant steps (`--padding`)
+    "held_out_seeds": (RL_SEED,),  # RL seeds whose held-out splits the SFT data leaves out
 }
 KNOBS = tuple(key for key in DEMO_BUILD if key != "sft_steps")  # what shapes the SFT data
 SFT_EXAMPLES_PER_TASK = 9000
@@ -54,6 +55,7 @@ _RECIPE_DEFAULTS = {
     "guess_offset": [1, 10],
     "padded_fraction": 0.0,
     "padding": list(PADDING),
+    "held_out_seeds": [RL_SEED],
 }
 
 
@@ -105,6 +107,7 @@ def build_base_model(
     guess_offset: tuple[int, int] = DEMO_BUILD["guess_offset"],
     padded_fraction: float = DEMO_BUILD["padded_fraction"],
     padding: tuple[int, int] = PADDING,
+    held_out_seeds: Sequence[int] = DEMO_BUILD["held_out_seeds"],
     shape: ModelShape | None = None,
     eval_samples: int = 8,
     threads: int = 1,
@@ -114,7 +117,10 @@ def build_base_model(
     """Train the demo's base model into `out_dir` (a save_pretrained folder) and return its path.
 
     A folder that already holds a finished build of the same recipe (seed, steps, data knobs) is
-    returned as it is (a cache), unless `force`. `shape` is the Qwen2 size (default: `ModelShape()`).
+    returned as it is (a cache), unless `force`. The held-out splits of the RL seeds in
+    `held_out_seeds` are left out of the SFT data (a run of any of those seeds evaluates on
+    problems the model never saw; its held-out pass@k is still reported for seed 0). `shape` is
+    the Qwen2 size (default: `ModelShape()`).
     Raises BuildRefused, before writing anything, when it would build inside the installed package.
     Deterministic given `seed` and the thread count on one machine (with more threads, float sums
     may run in another order and change the bytes).
@@ -128,6 +134,7 @@ def build_base_model(
         "guess_offset": list(guess_offset),
         "padded_fraction": padded_fraction,
         "padding": list(padding),
+        "held_out_seeds": list(held_out_seeds),
     }
     if not force and finished_build(out, recipe):
         return out
@@ -149,6 +156,7 @@ def build_base_model(
         guess_offset=guess_offset,
         padded_fraction=padded_fraction,
         padding=padding,
+        held_out_seeds=held_out_seeds,
     )
     tokenizer = make_tokenizer(problems[:3000], shape.vocab_size)
     pairs = [encode_pair(tokenizer, p) for p in problems]
@@ -216,16 +224,21 @@ def build_base_model(
     return out
 
 
-def sft_problems(examples_per_task: int, seed: int, **knobs: Any) -> list[Problem]:
-    """The SFT data of a build: `generate_problems` with the demo run's held-out questions left out."""
-    exclude = frozenset(e.metadata["entry"]["question"] for e in held_out_examples())
+def sft_problems(
+    examples_per_task: int, seed: int, held_out_seeds: Sequence[int] = (RL_SEED,), **knobs: Any
+) -> list[Problem]:
+    """The SFT data of a build: `generate_problems` with the held-out questions of the demo runs
+    seeded `held_out_seeds` left out."""
+    exclude = frozenset(
+        e.metadata["entry"]["question"] for rl_seed in held_out_seeds for e in held_out_examples(rl_seed)
+    )
     return generate_problems(examples_per_task, seed, exclude=exclude, **knobs)
 
 
 def sft_corpus() -> list[str]:
     """The committed build's SFT data as text (each prompt, then its target response): the
     reference corpus `novelty_corpus: demo_sft` measures the demo run's novelty against."""
-    knobs = {key: DEMO_BUILD[key] for key in KNOBS}
+    knobs = {key: DEMO_BUILD[key] for key in KNOBS}  # held_out_seeds among them
     return [f"{p.prompt}\n{p.response}" for p in sft_problems(SFT_EXAMPLES_PER_TASK, 0, **knobs)]
 
 
@@ -235,7 +248,8 @@ def finished_build(folder: Path, recipe: dict[str, Any]) -> bool:
     if not (info_path.is_file() and (folder / "config.json").is_file()):
         return False
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    return all(info.get(key, _RECIPE_DEFAULTS.get(key)) == value for key, value in recipe.items())
+    wanted = json.loads(json.dumps(recipe))  # as build_info.json holds it: tuples become lists
+    return all(info.get(key, _RECIPE_DEFAULTS.get(key)) == value for key, value in wanted.items())
 
 
 class BuildRefused(ValueError):
@@ -293,6 +307,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a padded solution holds LOW to HIGH redundant steps",
     )
     parser.add_argument(
+        "--held-out-seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        default=list(DEMO_BUILD["held_out_seeds"]),
+        help="RL seeds whose held-out splits stay out of the SFT data (runs of several seeds: list them all)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -310,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             guess_offset=tuple(args.guess_offset),
             padded_fraction=args.padded_fraction,
             padding=tuple(args.padding),
+            held_out_seeds=tuple(args.held_out_seeds),
             threads=args.threads,
             force=args.force,
         )

@@ -2,7 +2,7 @@
 // Each chart is a <div class="chart"> naming its curves: data-metric="key,key" or
 // data-metric-pattern="<regex>" (the eval keys that exist), or data-view="pass-at-k" (pass@k against k,
 // one curve per evaluation). Above them, the event strip (#event-strip) marks resets, commands,
-// checkpoints and evaluations; the toolbar (#chart-controls) chooses the x-axis, smoothing, log scale
+// checkpoints (and those the disk refused, with why), evaluations and watchdog firings; the toolbar (#chart-controls) chooses the x-axis, smoothing, log scale
 // and which markers show. Nothing else here knows which curves exist.
 //
 // Staying responsive at 20 steps/s: points are queued, and the charts they change are redrawn in
@@ -23,12 +23,14 @@
     reset: { row: "resets", color: "#c62828", symbol: "triangle-down" },
     command: { row: "commands", color: "#3949ab", symbol: "diamond" },
     checkpoint: { row: "checkpoints", color: "#2e7d32", symbol: "square" },
+    // a checkpoint the disk refused: on the checkpoints row, shown and hidden with them
+    checkpoint_failed: { row: "checkpoints", color: "#b71c1c", symbol: "x", shownWith: "checkpoint" },
     eval: { row: "evals", color: "#6a1b9a", symbol: "circle" },
     watchdog: { row: "watchdogs", color: "#ef6c00", symbol: "star" },
     planned: { row: "planned resets", color: "rgba(198, 40, 40, 0.35)", symbol: "line-ns-open" },
   };
   const ROWS = ["planned resets", "evals", "checkpoints", "watchdogs", "commands", "resets"];
-  const MARKED = ["reset", "command", "checkpoint", "eval", "watchdog"];  // event kinds the strip marks
+  const MARKED = ["reset", "command", "checkpoint", "checkpoint_failed", "eval", "watchdog"];  // the strip marks these
 
   const state = {
     lastStep: 0, totalSteps: Number(root.dataset.totalSteps || 0), series: {}, axes: {}, windows: [],
@@ -184,6 +186,7 @@
     if (event.kind === "reset") return "reset (" + (d.reason || "?") + ")" + by;
     if (event.kind === "command") return (d.kind || "command").replace(/_/g, " ") + by;
     if (event.kind === "checkpoint") return "checkpoint" + (d.path ? " " + d.path : "");
+    if (event.kind === "checkpoint_failed") return "checkpoint not written: " + (d.error || d.reason || "?");
     if (event.kind === "watchdog") {
       return "watchdog: " + (d.condition || "?") + (d.value !== undefined ? " (value " + C.formatNumber(d.value) + ")" : "") +
         (d.action ? " → " + d.action : "");
@@ -220,7 +223,7 @@
       marker: { color: style.color, symbol: style.symbol, line: { width: kind === "planned" ? 1.5 : 0,
                 color: style.color }, size: groups.map((g) => Math.min(7 + 2 * Math.log2(g.items.length), 16)) },
       customdata: groups.map((g) => g.items.length),  // how many markers each drawn one stands for
-      visible: state.show[kind],
+      visible: state.show[style.shownWith || kind],
       meta: kind,
     };
   }
@@ -229,7 +232,7 @@
     if (!strip) return;
     const range = currentRange();
     const width = Math.max(strip.clientWidth - 110, 100);
-    const byKind = { reset: [], command: [], checkpoint: [], eval: [], watchdog: [], planned: [] };
+    const byKind = { reset: [], command: [], checkpoint: [], checkpoint_failed: [], eval: [], watchdog: [], planned: [] };
     for (const event of state.markers) {
       if (!byKind[event.kind] || (event.kind === "command" && event.data.kind === "reset_reference")) continue;
       byKind[event.kind].push({ x: xOf(event.step), step: event.step, text: describe(event) });

@@ -4,15 +4,18 @@ after part of a file is on disk (the tests run as root, where chmod does not bit
 The partial folder is removed, earlier checkpoints stay byte for byte, and the message says what to
 fix without server paths. A steered run pauses with that message and, once a person frees space and
 resumes it, writes the same checkpoint and goes on: steps exactly 1..N. The CLI says it on one line,
-with the `prorl resume` command, and exits 75.
+with the `prorl resume` command, and exits 75, in one process or with `--nproc`.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import math
 import os
+import subprocess
+import sys
 import types
 import warnings
 from pathlib import Path
@@ -273,3 +276,48 @@ def test_a_full_disk_under_one_rank_fails_every_rank_with_the_message_and_the_ru
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [row["step"] for row in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]
     assert checkpoint_names(run) == ["step-000001", "step-000002", "step-000003"]
+
+
+def test_the_launcher_tells_a_refused_checkpoint_only_when_it_ended_this_launch(tmp_path):
+    from prorl_engine.launch import refused_checkpoint
+
+    message = NO_SPACE.format(3)
+    failed = {"kind": "checkpoint_failed", "step": 2, "data": {"error": message, "reason": "no_space"}, "time": 100.0}
+    assert refused_checkpoint(tmp_path, since=50.0) is None  # no events at all: a rank failed before logging
+    (tmp_path / "events.jsonl").write_text(json.dumps(failed) + "\n")
+    assert refused_checkpoint(tmp_path, since=50.0) == message
+    assert refused_checkpoint(tmp_path, since=150.0) is None  # an earlier launch's: this one failed otherwise
+    later = {"kind": "status", "step": 1, "data": {"status": "running"}, "time": 160.0}
+    (tmp_path / "events.jsonl").write_text(json.dumps(failed) + "\n" + json.dumps(later) + "\n")
+    assert refused_checkpoint(tmp_path, since=50.0) is None  # the run went on after it
+
+
+@pytest.mark.slow
+def test_prorl_train_with_nproc_says_what_to_fix_on_one_line_exits_75_and_its_resume_command_works(
+    tiny_model, tmp_path
+):
+    """As one process does (above), through torchrun: the launcher reads why the ranks ended (rank 0's
+    checkpoint_failed event) and prints it last, with the resume command for the same ranks."""
+    from test_distributed import HOOK, ROOT
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK + DISK_FULL_ON_ONE_RANK)
+    run, config = tmp_path / "run", tmp_path / "config.yaml"
+    config.write_text(tiny_config(tiny_model, steps=3, checkpoint_every=1, keep_checkpoints=0).to_yaml())
+    environment = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{ROOT}"}
+
+    def prorl(*args: str, **env: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "prorl_engine.cli", *args]
+        return subprocess.run(command, env={**environment, **env}, capture_output=True, text=True, timeout=300)
+
+    refused = prorl("train", str(config), "--out", str(run), "--nproc", "2", TEST_DISK_FULL_AT="1:2")
+    assert refused.returncode == CHECKPOINT_REFUSED == 75, refused.stderr[-3000:]
+    (failed,) = [e for e in read_jsonl(run / "events.jsonl") if e["kind"] == "checkpoint_failed"]
+    needed_mb = failed["data"]["needed_mb"]
+    assert refused.stderr.splitlines()[-1] == (f"error: {NO_SPACE.format(needed_mb)}: prorl resume {run} --nproc 2")
+    assert checkpoint_names(run) == ["step-000001"]
+
+    resumed = prorl("resume", str(run), "--nproc", "2")  # the command it printed
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [row["step"] for row in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]

@@ -246,6 +246,44 @@ def test_pause_holds_the_run_until_resume_and_both_are_events(tiny_model, tmp_pa
     assert control.polls_while_paused == 3
 
 
+def test_a_run_paused_when_its_last_attempt_ended_resumes_held_and_a_stop_reaches_it(
+    tiny_model, tmp_path, digit_reward, monkeypatch
+):
+    """The studio takes up a paused run whose worker died: it restores the checkpoint and waits
+    there, paused, until a person resumes or stops it (here: stops it)."""
+    monkeypatch.setattr("prorl_engine.trainer.PAUSE_POLL_S", 0.0)
+    config = tiny_config(tiny_model, steps=4)  # checkpoint_every 2
+    first = train(config, tmp_path, {3: [Command(CommandKind.STOP, "alice")]})
+    assert first.step == 2
+
+    class StopAfterThreePolls:
+        polls = 0
+
+        def poll(self):
+            self.polls += 1
+            return [Command(CommandKind.STOP, "bob")] if self.polls == 3 else []
+
+    control = StopAfterThreePolls()
+    sink = JsonlSink(tmp_path)
+    assert Trainer(config, tmp_path, sink, control, paused=True).train() == "stopped"
+    sink.close()
+    statuses = [e for e in read_jsonl(tmp_path / "events.jsonl") if e["kind"] == "status"][2:]  # the second attempt's
+    assert [(e["step"], e["data"]["status"]) for e in statuses] == [(2, "paused"), (2, "stopped")]
+    assert statuses[0]["data"]["resumed_from"] == 2
+    assert statuses[0]["data"]["reason"] == "it was paused when its last attempt ended: resume or stop it"
+    assert control.polls == 3  # held: it polled while paused, and trained no step
+    assert [row["step"] for row in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+def test_a_paused_start_without_anyone_to_resume_it_trains(tiny_model, tmp_path, digit_reward):
+    """The CLI has no control: nothing could resume a held run, so `paused` does not hold it."""
+    sink = JsonlSink(tmp_path)
+    assert Trainer(tiny_config(tiny_model, steps=2), tmp_path, sink, paused=True).train() == "finished"
+    sink.close()
+    statuses = [e["data"]["status"] for e in read_jsonl(tmp_path / "events.jsonl") if e["kind"] == "status"]
+    assert statuses == ["running", "finished"]
+
+
 def test_a_llama_model_loads_and_trains_through_the_same_path(tiny_llama, tmp_path, digit_reward):
     trainer = train(tiny_config(tiny_llama, steps=1), tmp_path)
     assert trainer.policy.config.model_type == "llama"
@@ -596,6 +634,10 @@ RECORDED_VARIANTS = {
 # gradient is summed in another order, which moves step 2's figures by up to 6e-6 (its nucleus-edge
 # tokens give approx_kl_old ~ 1e3, the most sensitive figures here).
 RECORDED_REL = {"top_p_uneven_minibatches": 1e-5}
+# The figures depend on the CPU's kernels: on another machine (an AMD EPYC with AVX-512) the small means of
+# log-prob differences (approx_kl_old, loss/kl, kl/ref, about 1e-3) came out up to 2.2e-8 from them, float32
+# rounding of log-probs near -6 summed in another order; an absolute 1e-7 is 1e-4 of those values.
+RECORDED_ABS = 1e-7
 
 # Recorded by running two_seeded_steps on the trainer as it was before `_update` became recipe steps
 # (2 torch threads, as tests/engine/conftest.py sets; timings left out).
@@ -661,7 +703,8 @@ def test_two_seeded_steps_give_the_metrics_recorded_before_the_update_was_split_
     for row, recorded in zip(rows, RECORDED_METRICS[variant], strict=True):
         assert row.keys() - TIMING_KEYS == recorded.keys() | {"sampling/generated_tokens"}
         for key, value in recorded.items():
-            assert row[key] == pytest.approx(value, rel=RECORDED_REL.get(variant, 1e-6), abs=1e-9), (row["step"], key)
+            expected = pytest.approx(value, rel=RECORDED_REL.get(variant, 1e-6), abs=RECORDED_ABS)
+            assert row[key] == expected, (row["step"], key)
         # 2 generation batches x 2 prompts x 4 samples, cut to 3, 5, 8 and 8 tokens: 96 tokens generated
         assert row["sampling/generated_tokens"] == 96
         assert row["throughput/tokens_per_s"] == pytest.approx(96 / (row["timing/rollout_s"] + row["timing/train_s"]))

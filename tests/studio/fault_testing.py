@@ -59,6 +59,8 @@ class DatabaseOutage:
         self.until = 0.0
         self.refused = 0
         self._lock = threading.Lock()
+        self._trigger: str | None = None  # `refuse_from`: the statement that starts a short outage
+        self._to_refuse = 0
         for name in ("_execute", "_executemany"):
             real = getattr(CursorWrapper, name)
             monkeypatch.setattr(CursorWrapper, name, self._guard(real))
@@ -66,14 +68,31 @@ class DatabaseOutage:
     def _guard(self, real):
         outage = self
 
-        def guarded(cursor, *args, **kwargs):
-            if time.monotonic() < outage.until:
+        def guarded(cursor, sql, *args, **kwargs):
+            if time.monotonic() < outage.until or outage._refuses(sql):
                 with outage._lock:
                     outage.refused += 1
                 raise OperationalError("server closed the connection unexpectedly (injected outage)")
-            return real(cursor, *args, **kwargs)
+            return real(cursor, sql, *args, **kwargs)
 
         return guarded
+
+    def refuse_from(self, statement: str, count: int) -> None:
+        """An outage at a chosen point of a transaction: from the first query whose SQL starts with
+        `statement`, `count` queries in all are refused (that one first), then the database answers
+        again. A connection that drops mid-transaction fails the statement and, with 2, the rollback
+        to the savepoint that follows it too."""
+        with self._lock:
+            self._trigger, self._to_refuse = statement, count
+
+    def _refuses(self, sql: str) -> bool:
+        with self._lock:
+            if self._trigger is not None and sql.startswith(self._trigger):
+                self._trigger = None
+            if self._trigger is not None or self._to_refuse == 0:
+                return False
+            self._to_refuse -= 1
+            return True
 
     def begin(self, seconds: float = 3600.0) -> None:
         self.until = time.monotonic() + seconds

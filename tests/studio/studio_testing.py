@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 from collections.abc import Collection
 from datetime import timedelta
 
 from django.utils import timezone
 
 from prorl_engine.config import RunConfig
-from studio.models import Run
+from studio.models import Run, Watchdog
 from studio.presets import default_values
+from studio.watchdogs import parse_rule, save_rules
 
 
 def tiny_config(**changes) -> RunConfig:
@@ -116,3 +120,34 @@ class Browserless:
         self.get("/accounts/login/")
         status, url, _ = self.post("/accounts/login/", {"username": username, "password": password})
         assert status == 200 and not url.endswith("/accounts/login/"), "login failed"
+
+
+def rule_on(run: Run, text: str, **extra) -> Watchdog:
+    """The run's one watchdog rule, `text`, by its owner (`webhook_url`, `email`: where it notifies)."""
+    save_rules(run, [parse_rule(text)], extra.pop("webhook_url", ""), extra.pop("email", ""), run.owner)
+    return Watchdog.objects.get(run=run)
+
+
+class Receiver:
+    """A local webhook endpoint: records every JSON body POSTed to it."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers["Content-Length"])
+                receiver.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()

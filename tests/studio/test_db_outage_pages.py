@@ -1,6 +1,7 @@
 """While the database is away, Alice's pages and her scripts get 503 with a retry hint, not 500:
 the run page as a short page, the API and the JSON endpoints as a JSON error, each with Retry-After
-and the same security headers as any page. Once the database is back, the same pages answer."""
+and the same security headers as any page, whether a view or a middleware (the session's) met the
+outage. Once the database is back, the same pages answer."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from unittest import mock
 
 import pytest
 from access_testing import api_token, bearer
+from asgiref.sync import async_to_sync
 from django.db import InterfaceError, OperationalError, ProgrammingError, connection
+from django.test import AsyncClient, Client
 from django.urls import reverse
+from fault_testing import DatabaseOutage
 
 from studio.middleware import DATABASE_AWAY_MESSAGE
 
@@ -85,3 +89,23 @@ def test_a_query_that_is_wrong_is_no_outage_and_is_not_hidden_behind_a_503(clien
     client.force_login(alice)
     with queries_fail(ProgrammingError('relation "studio_run" does not exist')), pytest.raises(ProgrammingError):
         client.get(alices_run.get_absolute_url())
+
+
+@pytest.mark.parametrize("handler", ["wsgi", "asgi"])
+def test_a_database_that_goes_away_under_the_session_middleware_answers_503(alice, monkeypatch, handler):
+    """Alice logs in; the view stores her new session, and the database goes away before the session
+    middleware saves it once more on the way out: that middleware's error is a 503 too, not a 500
+    (nor Django's 400 "session deleted before the request completed"). Under ASGI, as daphne serves
+    it, Django handles a middleware's error in another thread."""
+    outage = DatabaseOutage(monkeypatch)
+    outage.refuse_from('UPDATE "django_session"', 1)
+    login = (reverse("login"), {"username": "alice", "password": "alice-password"})
+    if handler == "asgi":  # the response, not the exception, as a server gets it
+        response = async_to_sync(AsyncClient(raise_request_exception=False).post)(*login)
+    else:
+        response = Client(raise_request_exception=False).post(*login)
+
+    assert outage.refused == 1
+    assert response.status_code == 503 and response["Retry-After"] == "10"
+    assert "<h1>Back in a moment</h1>" in response.content.decode()
+    assert_security_headers(response)

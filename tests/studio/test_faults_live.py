@@ -3,7 +3,8 @@ starts again (empty, as `make up` runs it), and the test database.
 
 - Redis restarts mid-run: the run finishes with steps exactly 1..N in one attempt, and the run
   queued behind it, whose Celery message the restart lost, is sent again by the reconciler.
-- A run whose worker died (its lease lapsed, its message gone) is taken up from its checkpoint.
+- A run whose worker died (its lease lapsed, its message gone) is taken up from its checkpoint; a
+  paused one is held paused there until Alice resumes it.
 """
 
 import time
@@ -14,6 +15,7 @@ from fault_testing import RestartableRedis
 from studio_testing import tiny_config, write_checkpoints
 
 from studio import queue
+from studio.commands import Kind, send_command
 from studio.models import Event, MetricPoint, Run, RunStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)  # about 30 s each
@@ -109,3 +111,37 @@ def test_a_run_whose_worker_died_is_taken_up_from_its_checkpoint(studio, alice, 
     assert resume.data["from_step"] == 3
     (event,) = Event.objects.filter(run=run, kind="requeued")
     assert (event.step, event.data["reason"]) == (3, "its worker stopped renewing the lease")
+
+
+def test_a_paused_run_whose_worker_died_is_taken_up_held_paused_and_resumes_on_command(
+    studio, alice, settings, wait_for
+):
+    settings.RUNS_DIR = studio.folder / "runs"
+    run = new_run(alice, "paused orphan", 8)
+    write_checkpoints(run, [3])
+    MetricPoint.objects.bulk_create([MetricPoint(run=run, step=s, values={"reward/mean": 0.0}) for s in range(1, 5)])
+    # Alice paused it at step 4; its worker died an hour ago, its message gone with a Redis restart.
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.PAUSED, worker="gone:1", heartbeat=time.time() - 3600, last_step=4, attempts=1
+    )
+    studio.start_worker("worker-2")
+
+    held = wait_for(
+        lambda: Event.objects.filter(run=run, kind="status", data__status="paused").first(),
+        240,
+        "the hold",
+        studio.logs,
+    )
+    assert (held.step, held.data["resumed_from"]) == (3, 3)
+    assert held.data["reason"] == "it was paused when its last attempt ended: resume or stop it"
+    (requeued,) = Event.objects.filter(run=run, kind="requeued")
+    assert requeued.data["reason"] == "its worker stopped renewing the lease; it is taken up paused, as it was"
+    time.sleep(3)  # a worker that trained on would have logged step 4 again by now
+    taken = Run.objects.get(pk=run.pk)
+    assert (taken.status, taken.attempts, taken.last_step, steps_of(taken)) == (RunStatus.PAUSED, 2, 3, [1, 2, 3])
+    assert taken.worker and taken.worker != "gone:1"  # the new worker holds the lease while it waits
+
+    send_command(taken, Kind.RESUME, alice)
+    done = finished(run, wait_for, studio)
+    assert steps_of(done) == list(range(1, 9)) and done.attempts == 2
+    assert statuses(done) == ["paused", "running", "finished"]

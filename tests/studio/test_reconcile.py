@@ -1,5 +1,6 @@
 """The reconciler: a run that should be training and has no Celery message is sent again, once,
-whoever reconciles; a run that has one, a live lease, or is paused or over, is left alone."""
+whoever reconciles; a run that has one, a live lease, or is over, is left alone. A paused run whose
+worker died is sent again too (its next worker holds it paused)."""
 
 import threading
 import time
@@ -73,10 +74,35 @@ def test_a_running_run_whose_worker_went_silent_is_sent_again_from_its_checkpoin
     assert event.data == {"reason": "its worker stopped renewing the lease", "worker": "gone:1"}
 
 
-def test_runs_that_are_held_paused_or_over_are_left_alone(alice, alices_run, queued):
+def test_a_paused_run_whose_worker_went_silent_is_sent_again_to_be_held_paused(alices_run, queued):
+    moment = later()
+    Checkpoint.objects.create(run=alices_run, step=3, path="/runs/1/step-3")
+    Run.objects.filter(pk=alices_run.pk).update(
+        status=RunStatus.PAUSED, worker="gone:1", heartbeat=moment - LEASE_S - 1, last_step=4
+    )
+    assert reconcile(moment, no_messages) == [alices_run.pk]
+    assert queued == [alices_run.pk]
+    (event,) = Event.objects.filter(run=alices_run, kind="requeued")
+    assert event.step == 3
+    assert event.data == {
+        "reason": "its worker stopped renewing the lease; it is taken up paused, as it was",
+        "worker": "gone:1",
+    }
+
+
+def test_runs_that_are_held_or_over_are_left_alone(alice, alices_run, queued):
     moment = later()
     Run.objects.filter(pk=alices_run.pk).update(status=RunStatus.RUNNING, worker="live:1", heartbeat=moment - 1)
-    for status in (RunStatus.PAUSED, RunStatus.FINISHED, RunStatus.FAILED, RunStatus.STOPPED):
+    Run.objects.create(  # its worker waits for a resume, renewing the lease
+        owner=alice,
+        name="paused",
+        config=alices_run.config,
+        total_steps=4,
+        status=RunStatus.PAUSED,
+        worker="live:2",
+        heartbeat=moment - 1,
+    )
+    for status in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.STOPPED):
         Run.objects.create(
             owner=alice,
             name=status,

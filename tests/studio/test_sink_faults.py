@@ -1,6 +1,7 @@
 """The worker's sink under faults: Redis killed and started again, the database refusing every
 query for a while, a worker that lost its lease. Storing is what must never fail; publishing waits
-for the layer; a sink that cannot go on says why and stops its thread."""
+for the layer; a sink that cannot go on says why and stops its thread. A watchdog that fires in a
+batch the database refused notifies once, when the batch is finally stored."""
 
 import asyncio
 import threading
@@ -10,8 +11,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from fault_testing import DatabaseOutage, RestartableRedis
+from studio_testing import Receiver, rule_on
 
-from studio.models import Command, MetricPoint, Run
+from studio.models import Command, Event, MetricPoint, Run
 from worker.sink import LeaseLost, SinkError, StudioControl, StudioSink
 from worker.tasks import claim_run
 
@@ -191,3 +193,46 @@ def test_payloads_waiting_for_the_layer_are_bounded_the_oldest_dropped(alices_ru
     sink.close()
     assert stored_steps(alices_run) == [1, 2, 3, 4, 5]
     assert sent == [3, 4, 5]  # the newest; a viewer reads 1 and 2 from the database
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
+
+
+# Where the database goes away in the batch that stores step 2, after its watchdog fired: while
+# recording the firing, the connection dropped (the statement and the rollback to the watchdogs'
+# savepoint fail), or at the batch's last write, the run's row.
+FIRING_RECORDED = 'UPDATE "studio_watchdog" SET "fired_count"'
+RUN_ROW_WRITTEN = 'UPDATE "studio_run" SET "last_step"'
+
+
+@pytest.mark.parametrize(
+    ("statement", "refused"),
+    [(FIRING_RECORDED, 1), (FIRING_RECORDED, 2), (RUN_ROW_WRITTEN, 1)],
+    ids=["firing recorded", "firing recorded, connection dropped", "run row written"],
+)
+def test_a_watchdog_that_fired_in_a_batch_the_database_refused_notifies_once(
+    alices_run, outage, receiver, settings, wait_for, statement, refused
+):
+    settings.WATCHDOG_PRIVATE_WEBHOOKS = True  # the receiver listens on loopback
+    rule_on(alices_run, "kl/ref above 0.1", webhook_url=receiver.url)
+    sink = StudioSink(alices_run)
+    sink.metrics(1, {"kl/ref": 0.05})
+    sink.flush()
+    outage.refuse_from(statement, refused)
+    sink.metrics(2, {"kl/ref": 0.2})  # the rule trips at step 2
+    sink.metrics(3, {"kl/ref": 0.3})  # still holds: no second firing
+    sink.close()
+
+    assert outage.refused == refused  # the fault struck the batch, which was stored when retried
+    assert stored_steps(alices_run) == [1, 2, 3]
+    firings = Event.objects.filter(run=alices_run, kind="watchdog")
+    assert [(e.step, e.data["value"]) for e in firings] == [(2, 0.2)]
+    wait_for(lambda: receiver.bodies, 10, "the notification")
+    time.sleep(1.0)  # time for a second notification, were one on its way
+    assert [body["text"] for body in receiver.bodies] == [
+        f"Watchdog on run #{alices_run.pk} (alice's tiny run): kl/ref above 0.1 at step 2 (value 0.2); action: notify."
+    ]

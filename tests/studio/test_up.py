@@ -62,7 +62,7 @@ def test_up_starts_the_studio_with_a_demo_run_and_ctrl_c_stops_every_child(tmp_p
             time.sleep(0.5)
         assert "demo (tiny)" in page
         children = children_of(up.pid)
-        assert len(children) >= 3  # redis-server, the Celery worker, daphne
+        assert len(children) >= 3  # redis-server, the Celery workers, the ASGI server
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=60)

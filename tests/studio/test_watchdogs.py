@@ -4,9 +4,6 @@ check, and who may edit the rules of a run."""
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 import time
 
 import pytest
@@ -14,7 +11,7 @@ from access_testing import team_of
 from django.core import mail
 from django.db import transaction
 from django.urls import reverse
-from studio_testing import form_data
+from studio_testing import Receiver, form_data, rule_on
 
 from studio import watchdogs
 from studio.models import Command, Event, Run, RunStatus, Watchdog
@@ -26,11 +23,6 @@ pytestmark = pytest.mark.django_db
 
 def points(metric: str, values: list[float | None], first: int = 1) -> list:
     return [point_payload(first + i, {metric: v}) for i, v in enumerate(values)]
-
-
-def rule_on(run: Run, text: str, **extra) -> Watchdog:
-    save_rules(run, [parse_rule(text)], extra.pop("webhook_url", ""), extra.pop("email", ""), run.owner)
-    return Watchdog.objects.get(run=run)
 
 
 # --- the rule language ----------------------------------------------------------------------------
@@ -169,31 +161,6 @@ def test_no_new_step_ignores_runs_that_are_not_running(alices_run):
 
 
 # --- notifications --------------------------------------------------------------------------------
-
-
-class Receiver:
-    """A local webhook endpoint: records every JSON body POSTed to it."""
-
-    def __init__(self):
-        self.bodies: list[dict] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers["Content-Length"])
-                receiver.bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
 
 
 @pytest.fixture
