@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Collection
 from datetime import timedelta
+from pathlib import Path
 
 from django.utils import timezone
 
@@ -151,3 +152,20 @@ class Receiver:
 
     def close(self):
         self.server.shutdown()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every descendant of `pid`, from /proc (children in sessions of their own included)."""
+    parents: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(status.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found

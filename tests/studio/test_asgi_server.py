@@ -11,26 +11,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from studio_testing import descendants
 
 from studio.up import free_port, server_command, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def descendants(pid: int) -> set[int]:
-    parents: dict[int, list[int]] = {}
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(status.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def serving_processes(pid: int) -> set[int]:

@@ -8,28 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from studio_testing import Browserless
+from studio_testing import Browserless, descendants
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def children_of(pid: int) -> set[int]:
-    """Every descendant of `pid` (the launcher puts each child in a session of its own)."""
-    parents: dict[int, list[int]] = {}
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(status.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def test_up_starts_the_studio_with_a_demo_run_and_ctrl_c_stops_every_child(tmp_path):
@@ -61,7 +44,7 @@ def test_up_starts_the_studio_with_a_demo_run_and_ctrl_c_stops_every_child(tmp_p
         while "demo (tiny)" not in (page := _run_list(browser)) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert "demo (tiny)" in page
-        children = children_of(up.pid)
+        children = descendants(up.pid)
         assert len(children) >= 3  # redis-server, the Celery workers, the ASGI server
     finally:
         up.send_signal(signal.SIGINT)
