@@ -6,12 +6,14 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
+from typing import NamedTuple
 
 import numpy as np
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Max
 
-from studio.models import MetricPoint, Run
+from studio.models import Checkpoint, Event, MetricPoint, Run, Sample
 
 
 def to_series(rows: Iterable[tuple[int, dict[str, float | None]]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -99,26 +101,27 @@ def chart_data(
 
 
 class RunSeriesCache:
-    """One computed value per run, for one version of its stored points; the `size` runs used last.
+    """One computed value per key (a run, or a run and a view of it), for one version of its stored
+    rows; the `size` keys used last.
 
     A live run's new version replaces its old one (rather than filling the cache with versions no
     one asks for again); the value is computed outside the lock, so a slow run blocks no other."""
 
     def __init__(self, size: int):
         self.size = size
-        self._entries: OrderedDict[int, tuple[Hashable, str]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Hashable, str]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, run_id: int, version: Hashable, compute: Callable[[], str]) -> str:
+    def get(self, key: Hashable, version: Hashable, compute: Callable[[], str]) -> str:
         with self._lock:
-            entry = self._entries.get(run_id)
+            entry = self._entries.get(key)
             if entry is not None and entry[0] == version:
-                self._entries.move_to_end(run_id)
+                self._entries.move_to_end(key)
                 return entry[1]
         value = compute()
         with self._lock:
-            self._entries[run_id] = (version, value)
-            self._entries.move_to_end(run_id)
+            self._entries[key] = (version, value)
+            self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return value
@@ -133,7 +136,34 @@ SERIES_CACHE_RUNS = 32
 chart_cache = RunSeriesCache(SERIES_CACHE_RUNS)
 
 
-def run_chart_json(run: Run) -> str:
+class StoredRows(NamedTuple):
+    """(count, highest id) of each table a run page shows: rows are only ever appended (new ids: Django
+    gives SQLite tables AUTOINCREMENT, so an id is never reused) or deleted (a rewind, a removed
+    checkpoint: fewer rows), never changed in place, so any change to a run's rows moves its pair."""
+
+    points: tuple[int, int]
+    events: tuple[int, int]
+    samples: tuple[int, int]
+    checkpoints: tuple[int, int]
+
+
+def stored_rows(run_id: int) -> StoredRows:
+    """The run's `StoredRows` in one statement. Raw SQL, because this runs on every request for a
+    run's data and four ORM aggregates cost about 6 ms of Python on a slow CPU (most of a cached
+    request: bench/viewers.py); the statement is the same on SQLite and PostgreSQL."""
+    tables = [model._meta.db_table for model in (MetricPoint, Event, Sample, Checkpoint)]
+    columns = ", ".join(
+        f"(SELECT COUNT(*) FROM {table} WHERE run_id = %s), (SELECT MAX(id) FROM {table} WHERE run_id = %s)"
+        for table in tables
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns}", [run_id] * 2 * len(tables))
+        values = cursor.fetchone()
+    pairs = [(values[i], values[i + 1] or 0) for i in range(0, len(values), 2)]
+    return StoredRows(*pairs)
+
+
+def run_chart_json(run: Run, points: tuple[int, int] | None = None) -> str:
     """The run page's curves (`chart_data` at CHART_POINTS, with the cumulative axes) as JSON text,
     computed once per run and set of stored points: 50 people on one run page cost one computation
     (and one encoding) per new point, not one per request (bench/viewers.py).
@@ -141,10 +171,14 @@ def run_chart_json(run: Run) -> str:
     The version is the count and the highest id of the run's points: rows are only ever appended
     (new ids) or deleted (a rewind: fewer rows), never changed in place, so any change moves it. The
     points read are those up to that id, so the value matches its version even while a worker writes.
-    The run's creation time guards against a reused run id (a test database rolled back)."""
-    stored = MetricPoint.objects.filter(run_id=run.pk).aggregate(count=Count("id"), last=Max("id"))
-    last_id, target = stored["last"] or 0, settings.CHART_POINTS
-    version = (run.created_at, stored["count"], last_id, target)
+    The run's creation time guards against a reused run id (a test database rolled back). `points`:
+    that (count, highest id) when the caller has it already (`stored_rows`)."""
+    if points is None:
+        stored = MetricPoint.objects.filter(run_id=run.pk).aggregate(count=Count("id"), last=Max("id"))
+        points = (stored["count"], stored["last"] or 0)
+    count, last_id = points
+    target = settings.CHART_POINTS
+    version = (run.created_at, count, last_id, target)
 
     def compute() -> str:
         rows = MetricPoint.objects.filter(run_id=run.pk, id__lte=last_id).order_by("step")

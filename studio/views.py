@@ -32,7 +32,7 @@ from studio.payloads import (
     viewer_event,
 )
 from studio.permissions import can_control_run, can_manage_run, can_see_run_details, can_view_run
-from studio.series import run_chart_json
+from studio.series import RunSeriesCache, StoredRows, run_chart_json, stored_rows
 from studio.watchdogs import copied_fields
 
 RECENT_SAMPLES = 20
@@ -43,6 +43,10 @@ RECENT_CHECKPOINTS = 10
 # metrics there (the events table shows all of them).
 MARKER_KINDS = ("reset", "command", "checkpoint", "checkpoint_failed", "eval", "watchdog")
 MAX_MARKERS = 5000
+# metrics.json up to its clock's fields, per run and view (details or not) and version of its rows: about
+# as large as the run's series (1 MB for 1000 points x 40 curves), so fewer than studio.series keeps.
+METRICS_CACHE_ENTRIES = 16
+metrics_cache = RunSeriesCache(METRICS_CACHE_ENTRIES)
 
 
 def run_for(request: HttpRequest, run_id: int) -> Run:
@@ -197,45 +201,48 @@ def run_metrics(request: HttpRequest, run_id: int) -> HttpResponse:
 
 def metrics_response(request: HttpRequest, run: Run, details: bool) -> HttpResponse:
     """The run page's data; `details`: the full error and server paths (else the viewer forms of
-    studio.payloads: what team viewers and share links get)."""
+    studio.payloads: what team viewers and share links get).
+
+    Everything but the clock's fields is the same for every viewer of one version of the run's rows,
+    so it is built (and its gzip started) once per version and kept (`metrics_cache`): a request then
+    costs one query for the version (`stored_rows`) besides the login and the run. The ETA, the
+    worker-lost flag and the server's time depend on the moment: they are the response's tail."""
+    stored = stored_rows(run.pk)
+    version = (run.created_at, run.status, run.error, run.last_step, run.total_steps, stored, settings.CHART_POINTS)
+    head = metrics_cache.get((run.pk, details), version, lambda: _metrics_head(run, details, stored))
+    now = time.time()
+    tail = {"worker_lost": run.worker_lost(now), "progress": run_progress(run, now), "server_time": now}
+    return response_with_head(request, head, json.dumps(tail, cls=DjangoJSONEncoder)[1:], "application/json")
+
+
+def _metrics_head(run: Run, details: bool, stored: StoredRows) -> str:
+    """metrics.json up to its clock's fields: '{"series": ..., "run": ..., ..., ' (the series first:
+    the cached JSON text of studio.series, not encoded again)."""
     config = run.run_config
     resets = Event.objects.filter(run=run, kind="reset").order_by("step", "id")
     samples = Sample.objects.filter(run=run).order_by("-step", "-id")[:RECENT_SAMPLES]
-    return _json_after_series(
-        request,
-        run_chart_json(run),  # cached per run and stored points (studio.series)
-        {
-            "run": run.pk,
-            "status": run.status,
-            "error": run.error if details else viewer_error(run.error, run.run_dir),
-            "worker_lost": run.worker_lost(),
-            "progress": run_progress(run),
-            "last_step": run.last_step,
-            "total_steps": run.total_steps,
-            "resets": [_shown_event(event, run, details) for event in resets],
-            "commands": [
-                _shown_event(event, run, details)
-                for event in Event.objects.filter(run=run, kind="command").order_by("step", "id")
-            ],
-            # the strip's markers, the events table, the checkpoint list
-            "markers": _markers(run, details),
-            "events": [_shown_event(e, run, details) for e in run.events.order_by("-step", "-id")[:RECENT_EVENTS]],
-            "checkpoints": shown_checkpoints(run, details),
-            # the planned schedule over the whole run, at chart resolution (bounded for 10^6 steps)
-            "windows": length_penalty_windows(config, points=settings.CHART_POINTS) if config else [],
-            "planned_resets": planned_reset_steps(config, points=settings.CHART_POINTS) if config else [],
-            "samples": [sample_payload(sample) for sample in reversed(samples)],
-            "server_time": time.time(),
-        },
-    )
-
-
-def _json_after_series(request: HttpRequest, series: str, fields: dict) -> HttpResponse:
-    """The JSON object {"series": <series, JSON text already>, **fields}. The cached series is neither
-    encoded again (for 1000 x 40 points, a fifth of the request's time) nor compressed again: it
-    comes first, so its gzip is reused (studio.compression)."""
-    head = '{"series": ' + series + (", " if fields else "")
-    return response_with_head(request, head, json.dumps(fields, cls=DjangoJSONEncoder)[1:], "application/json")
+    fields = {
+        "run": run.pk,
+        "status": run.status,
+        "error": run.error if details else viewer_error(run.error, run.run_dir),
+        "last_step": run.last_step,
+        "total_steps": run.total_steps,
+        "resets": [_shown_event(event, run, details) for event in resets],
+        "commands": [
+            _shown_event(event, run, details)
+            for event in Event.objects.filter(run=run, kind="command").order_by("step", "id")
+        ],
+        # the strip's markers, the events table, the checkpoint list
+        "markers": _markers(run, details),
+        "events": [_shown_event(e, run, details) for e in run.events.order_by("-step", "-id")[:RECENT_EVENTS]],
+        "checkpoints": shown_checkpoints(run, details),
+        # the planned schedule over the whole run, at chart resolution (bounded for 10^6 steps)
+        "windows": length_penalty_windows(config, points=settings.CHART_POINTS) if config else [],
+        "planned_resets": planned_reset_steps(config, points=settings.CHART_POINTS) if config else [],
+        "samples": [sample_payload(sample) for sample in reversed(samples)],
+    }
+    series = run_chart_json(run, points=stored.points)  # cached per run and stored points (studio.series)
+    return '{"series": ' + series + ", " + json.dumps(fields, cls=DjangoJSONEncoder)[1:-1] + ", "
 
 
 @require_GET
