@@ -18,7 +18,7 @@ and the handshake failures.
 
 Then HTTP: --http-clients clients, each requesting again as soon as it has its answer, for
 --http-seconds on each of the run page, its metrics.json and its script run.js (gzip, as a
-browser asks), on a run of --http-steps stored points: p50/p95 and requests/s per URL.
+browser asks), on a running run of --http-steps stored points: p50/p95 and requests/s per URL.
 Figures depend on the machine's load: compare levers back to back on the same machine; the server's CPU
 time per point per viewer (and per request) is the figure that load disturbs least. The server's CPU is
 that of its whole process tree (uvicorn's worker processes included).
@@ -255,6 +255,9 @@ async def viewer(url: str, steps: int, state: dict, opened) -> tuple[list[int], 
 
 # --- HTTP -------------------------------------------------------------------------------------------
 def http_figures(base: str, user, args: argparse.Namespace, server: int) -> list[str]:
+    """The run's pages as a team watching a run asks for them: a running run (a queued one has no points,
+    and its page reads the queue instead) with its points stored by the worker's sink."""
+    from studio.models import Run, RunStatus
     from worker.sink import StudioSink
 
     run = new_run(user, "http", args.http_steps)
@@ -262,6 +265,7 @@ def http_figures(base: str, user, args: argparse.Namespace, server: int) -> list
     for step in range(1, args.http_steps + 1):
         sink.metrics(step, metric_values(step, args.keys))
     sink.close()
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
     cookie = login(base)
     urls = {
         "run page": f"/runs/{run.pk}/",

@@ -119,6 +119,11 @@ def resume_point(run: Run) -> int | None:
 
 def _no_resume_point(run: Run) -> str | None:
     """Why a failed or stopped `run` cannot be resumed (nothing to resume from), or None when it can."""
+    if run.imported_from:  # its checkpoints are in the CLI's folder, not in the run folder a worker resumes from
+        return (
+            f"Cannot resume run #{run.pk}: it was trained by the CLI and imported; continue it with "
+            "`prorl resume` on its folder, or clone it to train it here."
+        )
     if resume_point(run) is not None:
         return None
     return (
@@ -151,6 +156,8 @@ def outcomes(run: Run, commands: list[Command]) -> dict[int, Outcome]:
     types on every database (SQLite's JSON_EXTRACT yields 5 or '5', PostgreSQL compares jsonb
     values), so both forms are asked for and read back as int."""
     pks = [c.pk for c in commands]
+    if not pks:
+        return {}
     matching = Q(data__id__in=pks) | Q(data__id__in=[str(pk) for pk in pks])
     applied: dict[int, int] = {}
     for event_id, step in (
