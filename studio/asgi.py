@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through Django, websockets through Channels (uvicorn serves both; studio.up starts it)."""
 
+import asyncio
 import os
 
 from django.core.asgi import get_asgi_application
@@ -14,11 +15,28 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from studio.consumers import DatabaseAwayGuard  # noqa: E402
 from studio.routing import websocket_urlpatterns  # noqa: E402
 
+
+class TakingTurns:
+    """At most `limit` HTTP requests inside Django at once in this process; the others wait their turn
+    in the event loop, in the order they came. Django runs each request in a thread of its own: 50
+    requests at once would share the interpreter 50 ways and all answer late together (bench/viewers.py:
+    the first answer after seconds); in turns, answers leave as they are ready."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.turns = asyncio.Semaphore(limit)
+
+    async def __call__(self, scope, receive, send):
+        async with self.turns:
+            await self.app(scope, receive, send)
+
+
 # The guard: a handshake while the database is away (the auth middleware reads the session) is closed with 1013.
 websockets = DatabaseAwayGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,  # static files too: WhiteNoise in the middleware (studio.settings)
+        # static files too: WhiteNoise in the middleware (studio.settings)
+        "http": TakingTurns(django_asgi_app, int(os.environ.get("PRORL_HTTP_CONCURRENCY", "4"))),
         "websocket": AllowedHostsOriginValidator(websockets),
     }
 )

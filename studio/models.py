@@ -85,6 +85,18 @@ class Run(models.Model):
     notes = models.TextField(
         blank=True, max_length=NOTES_MAX_CHARS, help_text="What the run is for and what came of it, for the runs table."
     )
+    imported_from = models.CharField(
+        max_length=1000,
+        blank=True,
+        db_index=True,
+        help_text="The CLI run folder it was imported from, absolute (studio/imports.py); empty: trained here.",
+    )
+    import_fingerprint = models.CharField(
+        max_length=64,
+        blank=True,
+        db_index=True,
+        help_text="SHA-256 of the imported folder's config and logs: the same files are not imported twice.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

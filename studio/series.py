@@ -105,26 +105,42 @@ class RunSeriesCache:
     rows; the `size` keys used last.
 
     A live run's new version replaces its old one (rather than filling the cache with versions no
-    one asks for again); the value is computed outside the lock, so a slow run blocks no other."""
+    one asks for again). The value is computed outside the lock, so a slow run blocks no other, and
+    once per key and version: Django runs each request of an ASGI server in a thread of its own, and
+    50 people opening one run page at once would otherwise compute it 50 times over, side by side,
+    each at a 50th of the CPU (bench/viewers.py: seconds before the first answer). The others wait
+    for the first; if it fails, the next of them computes it anew."""
 
     def __init__(self, size: int):
         self.size = size
         self._entries: OrderedDict[Hashable, tuple[Hashable, str]] = OrderedDict()
+        self._computing: dict[tuple[Hashable, Hashable], threading.Event] = {}
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, version: Hashable, compute: Callable[[], str]) -> str:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] == version:
+        while True:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and entry[0] == version:
+                    self._entries.move_to_end(key)
+                    return entry[1]
+                computing = self._computing.get((key, version))
+                if computing is None:
+                    done = self._computing[(key, version)] = threading.Event()
+                    break
+            computing.wait()  # then the value is cached, or its computation failed and this one tries
+        try:
+            value = compute()
+            with self._lock:
+                self._entries[key] = (version, value)
                 self._entries.move_to_end(key)
-                return entry[1]
-        value = compute()
-        with self._lock:
-            self._entries[key] = (version, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return value
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+            return value
+        finally:
+            with self._lock:
+                del self._computing[(key, version)]
+            done.set()
 
     def clear(self) -> None:
         with self._lock:

@@ -14,6 +14,8 @@ of them set, `manage.py check --deploy` is clean):
                                        throttle then counts the client's address, not the proxy's)
 Login throttling (django-axes): PRORL_LOGIN_FAILURE_LIMIT failed logins (default 5) of one username
 from one address lock that pair out for PRORL_LOGIN_COOLOFF_S seconds (default 900) after the last.
+PostgreSQL: each process keeps a pool of up to DB_POOL_MAX (default 8) connections; DB_POOL=false
+opens one per request instead (DB_CONN_MAX_AGE then applies).
 """
 
 from __future__ import annotations
@@ -133,6 +135,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and envbool("DB_POOL", True):
+    # A pool of open connections per process (psycopg_pool), instead of a new connection, and a new
+    # PostgreSQL backend process, for every request: Django's way under ASGI, where persistent
+    # connections (CONN_MAX_AGE) do not apply. max_size covers a worker's threads (the sink's flusher).
+    DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": envint("DB_POOL_MAX", 8), "timeout": 30}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: Celery broker and the Channels layer.

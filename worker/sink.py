@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -52,6 +51,7 @@ from studio.payloads import (
 )
 from studio.queue import publish_queue
 from studio.run_status import status_changes
+from studio.stored import finite_values, jsonable, sample_row
 from studio.watchdogs import RunWatchdogs
 from worker.db_retry import TRANSIENT_DB_ERRORS, DatabaseUnavailable, backoff_delays, retry_transient
 
@@ -253,12 +253,12 @@ class StudioSink:
             for kind, item in batch:
                 if kind == "metrics":
                     step, values = item
-                    points.append(point_payload(step, _finite(values)))
+                    points.append(point_payload(step, finite_values(values)))
                     continue
                 self._flush_points(points, payloads, run_changes)
                 if kind == "samples":
                     step, rows = item
-                    stored = [_sample_row(self.run_id, row) for row in rows]
+                    stored = [sample_row(self.run_id, row) for row in rows]
                     SampleRow.objects.bulk_create(stored)
                     payloads.append(samples_message(stored))
                 elif kind == "event":
@@ -314,7 +314,7 @@ class StudioSink:
 
     def _write_event(self, event: Event, run_changes: dict[str, Any]) -> list[RunPayload]:
         row = EventRow.objects.create(
-            run_id=self.run_id, step=event.step, kind=event.kind, data=_jsonable(event.data), time=event.time
+            run_id=self.run_id, step=event.step, kind=event.kind, data=jsonable(event.data), time=event.time
         )
         payloads: list[RunPayload] = [event_message(row)]
         if event.kind == "checkpoint":
@@ -410,51 +410,3 @@ class StudioControl:
 def _publish_backoff() -> Iterator[float]:
     """Seconds between attempts to reach a channel layer that failed: 0.5, 1, 2, ... 10."""
     return backoff_delays(first=0.5, most=10.0)
-
-
-def _finite(values: dict[str, Any]) -> dict[str, float | None]:
-    """JSON has no NaN or infinity: such values are stored as null (the chart skips them)."""
-    out: dict[str, float | None] = {}
-    for key, value in values.items():
-        if value is None:
-            out[key] = None
-            continue
-        number = float(value)
-        out[key] = number if math.isfinite(number) else None
-    return out
-
-
-def _text(value: str) -> str:
-    """Model output may hold NUL characters, which PostgreSQL text and jsonb refuse."""
-    return value.replace("\x00", "\ufffd")
-
-
-def _jsonable(data: Any) -> Any:
-    """Plain JSON values, strings without NUL characters."""
-    if isinstance(data, str):
-        return _text(data)
-    if isinstance(data, dict):
-        return {_text(str(key)): _jsonable(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_jsonable(value) for value in data]
-    if data is None or isinstance(data, (bool, int)):
-        return data
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    return _text(str(data))
-
-
-def _sample_row(run_id: int, row: Sample) -> SampleRow:
-    return SampleRow(
-        run_id=run_id,
-        step=row.step,
-        prompt=_text(row.prompt),
-        response=_text(row.response),
-        reward=row.reward,
-        verifier_reward=row.verifier_reward,
-        task=_text(row.task),
-        domain=_text(row.domain),
-        length=row.length,
-        truncated=row.truncated,
-        details=_jsonable(row.details),
-    )

@@ -93,7 +93,8 @@ def write_seeded_report(
             f"top_p {base.eval_top_p}, on {base.eval_prompts} held-out prompts at most, at the end of every run."
         ),
         "",
-        f"Regenerate: `{command}`.",
+        f"Regenerate: `{command}`. To view and compare the runs in the studio: "
+        f"`python manage.py import_run {rel(runs_dir)}/seed-*/*/ --owner USERNAME`.",
         "",
         *_not_run(variants),
         (

@@ -226,7 +226,8 @@ def test_report_only_reads_each_seeds_runs_and_writes_the_seeded_report(tmp_path
     readme = (tmp_path / "report" / "README.md").read_text()
     assert (
         f"Regenerate: `prorl ablate --config {CLAIMS} --seeds 0,1 --variants full,no_length_penalty --runs runs "
-        "--out report`." in readme
+        "--out report`. To view and compare the runs in the studio: `python manage.py import_run runs/seed-*/*/ "
+        "--owner USERNAME`." in readme
     )
     assert "claims are not judged here: symmetric_clip, no_dynamic_sampling, no_resets." in readme
     # lengths 20/21 with the penalty vs 30/29: effect +9.0, band 1.0; pass@1 effect 0.000, band 0.04

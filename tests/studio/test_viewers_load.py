@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -100,6 +103,50 @@ def test_the_cache_keeps_the_runs_used_last():
     assert cache.get(2, "v1", value("run 2 again")) == "run 2 again"
     assert cache.get(2, "v2", value("run 2, new points")) == "run 2, new points"
     assert computed == ["run 1", "run 2", "run 3", "run 2 again", "run 2, new points"]
+
+
+def test_concurrent_requests_compute_one_version_once_and_all_get_it():
+    """As 50 requests of an ASGI server, each in its own thread, opening one run page at once."""
+    cache = series.RunSeriesCache(size=4)
+    calls, started = [], threading.Barrier(8)
+
+    def slow() -> str:
+        calls.append(threading.get_ident())
+        time.sleep(0.3)  # long enough for every other thread to ask meanwhile
+        return "the series"
+
+    def ask() -> str:
+        started.wait()
+        return cache.get(1, "v1", slow)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: ask(), range(8)))
+    assert answers == ["the series"] * 8
+    assert len(calls) == 1
+
+
+def test_when_the_computation_fails_a_waiting_request_computes_it_anew():
+    cache = series.RunSeriesCache(size=4)
+    first_began, outcomes = threading.Event(), []
+
+    def failing() -> str:
+        first_began.set()
+        time.sleep(0.2)
+        raise OSError("database went away")
+
+    def first() -> None:
+        try:
+            cache.get(1, "v1", failing)
+        except OSError as exc:
+            outcomes.append(str(exc))
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_began.wait()
+    assert cache.get(1, "v1", lambda: "computed by the waiter") == "computed by the waiter"
+    thread.join()
+    assert outcomes == ["database went away"]
+    assert cache.get(1, "v1", lambda: "not again") == "computed by the waiter"
 
 
 @pytest.mark.django_db

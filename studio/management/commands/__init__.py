@@ -1,0 +1,1 @@
+"""The studio's management commands: `import_run`."""
