@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 
 from prorl_engine.algorithms import entropy_from_logits, nucleus_logits
+from prorl_engine.decode import LeanSampler, lean_decoding
 from prorl_engine.response_head import chunked_response_logprobs, head_apart
 
 
@@ -56,8 +57,12 @@ class HFGenerateBackend:
     """Sampling with `model.generate` on the policy being trained (CPU or GPU).
 
     `record_logprobs`: each sampled Generation also carries log pi of its tokens under the
-    distribution it was drawn from (tempered, nucleus-truncated), read off the scores `generate`
-    samples from, so a float32 trainer can take them as pi_old instead of a second forward pass.
+    distribution it was drawn from (tempered, nucleus-truncated), read off the scores it samples
+    from, so a float32 trainer can take them as pi_old instead of a second forward pass.
+
+    `lean`: models of a layout decode.py knows (Qwen2, Llama, unsharded) sample with its lean loop
+    (the same modules and distribution, a preallocated KV cache, no per-token processor lists);
+    any other, or lean=False, with `generate`.
     """
 
     def __init__(
@@ -67,12 +72,14 @@ class HFGenerateBackend:
         pad_token_id: int,
         batch_size: int,
         record_logprobs: bool = False,
+        lean: bool = True,
     ):
         self.model = model
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
         self.record_logprobs = record_logprobs
+        self.lean = lean
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.model = model  # generates with the training weights themselves
@@ -109,6 +116,39 @@ class HFGenerateBackend:
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
             attention_mask[row, width - len(prompt) :] = 1
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        if self.lean and lean_decoding(self.model):
+            sampled = LeanSampler(self.model).sample(
+                input_ids,
+                attention_mask,
+                params.n,
+                params.max_new_tokens,
+                params.temperature,
+                params.top_p,
+                self.eos_token_id,
+                self.pad_token_id,
+                record_logprobs=self.record_logprobs,
+            )
+            new, logprobs = sampled.tokens, sampled.logprobs
+        else:
+            new, logprobs = self._generate(input_ids, attention_mask, params)
+        new_tokens = new.tolist()  # one CPU-GPU sync for the whole chunk
+        logprobs = logprobs.tolist() if logprobs is not None else None  # (rows, new)
+        generations = []
+        for index, tokens in enumerate(new_tokens):
+            if self.eos_token_id in tokens:
+                tokens, truncated = tokens[: tokens.index(self.eos_token_id) + 1], False
+            else:
+                truncated = True
+            sampled_logprobs = logprobs[index][: len(tokens)] if logprobs is not None else None
+            generations.append(Generation(offset + index // params.n, tokens, truncated, sampled_logprobs))
+        return generations
+
+    def _generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, params: SamplingParams
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(rows, new) token ids and, when recorded, their log-probs, from `model.generate`."""
+        width = input_ids.shape[1]
         recorder = SampledLogProbs() if self.record_logprobs and params.temperature > 0 else None
         if recorder is not None:  # the same warpers generate would add, then the recorder, last
             sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
@@ -117,7 +157,6 @@ class HFGenerateBackend:
             sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
         else:
             sampling = {"do_sample": False}  # greedy
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         if params.n > 1 and width > 1:  # each prompt's prefill once, not once per sample
             cache = self._prompt_cache(input_ids, attention_mask, params.n)
             input_ids, attention_mask = (t.repeat_interleave(params.n, dim=0) for t in (input_ids, attention_mask))
@@ -134,17 +173,7 @@ class HFGenerateBackend:
             pad_token_id=self.pad_token_id,
             use_cache=True,
         )  # (len(prompts) * n, width + new), grouped by prompt
-        new_tokens = output[:, width:].tolist()  # one CPU-GPU sync for the whole chunk
-        logprobs = recorder.finish(output[:, -1]).tolist() if recorder is not None else None  # (rows, new)
-        generations = []
-        for index, tokens in enumerate(new_tokens):
-            if self.eos_token_id in tokens:
-                tokens, truncated = tokens[: tokens.index(self.eos_token_id) + 1], False
-            else:
-                truncated = True
-            sampled = logprobs[index][: len(tokens)] if logprobs is not None else None
-            generations.append(Generation(offset + index // params.n, tokens, truncated, sampled))
-        return generations
+        return output[:, width:], recorder.finish(output[:, -1]) if recorder is not None else None
 
     def _prompt_cache(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int):
         """The KV cache of every prompt but its last token, computed once per prompt and repeated

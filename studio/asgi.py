@@ -11,6 +11,7 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry ready)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from studio.consumers import DatabaseAwayGuard  # noqa: E402
 from studio.routing import websocket_urlpatterns  # noqa: E402
@@ -36,7 +37,7 @@ websockets = DatabaseAwayGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatter
 application = ProtocolTypeRouter(
     {
         # static files too: WhiteNoise in the middleware (studio.settings)
-        "http": TakingTurns(django_asgi_app, int(os.environ.get("PRORL_HTTP_CONCURRENCY", "4"))),
+        "http": TakingTurns(django_asgi_app, settings.HTTP_CONCURRENCY),
         "websocket": AllowedHostsOriginValidator(websockets),
     }
 )

@@ -177,6 +177,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 RUNS_DIR = Path(envstr("PRORL_RUNS_DIR", str(VAR_DIR / "runs")))
 # A worker holding a run renews its lease every WORKER_LEASE_S / 4 seconds; a run whose lease is
 # older than WORKER_LEASE_S has lost its worker and may be taken up by another.
+# How many HTTP requests one ASGI process lets into Django at once (studio.asgi.TakingTurns); the
+# others wait their turn in the event loop (measured with bench/viewers.py: 4 serves 50 clients best).
+HTTP_CONCURRENCY = envint("PRORL_HTTP_CONCURRENCY", 4)
 WORKER_LEASE_S = envfloat("PRORL_WORKER_LEASE_S", 60.0)
 WORKER_TORCH_THREADS = envint("PRORL_TORCH_THREADS", 1)
 # Watchdogs (studio/watchdogs.py): links in their notifications start with PRORL_STUDIO_URL (none

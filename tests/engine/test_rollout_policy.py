@@ -118,6 +118,7 @@ def test_the_trainers_pi_old_at_top_p_0_95_is_the_distribution_the_sampler_drew_
         }
     )
     trainer = Trainer(config, tmp_path, JsonlSink(tmp_path))
+    trainer.backend.lean = False  # HF's sampler, whose scores `generate` returns (the lean loop's: test_sampler_pi_old)
     generate, recorded = trainer.policy.generate, []
 
     def recording_generate(**kwargs):

@@ -14,11 +14,13 @@ from prorl_engine.rollout import HFGenerateBackend, SamplingParams, batched_logp
 from prorl_engine.trainer import Trainer
 
 
+@pytest.mark.parametrize("lean", [False, True])
 @pytest.mark.parametrize("top_p", [1.0, 0.9])
-def test_the_recorded_log_probs_are_the_recomputed_pi_old_of_the_same_samples(tiny_model, top_p):
-    """At the spec's temperature 1.2, with and without a nucleus: recording changes no sampled
-    token (same seed), and each token's recorded log-prob equals the tempered, truncated log-prob
-    of a full forward pass to float32 rounding (the KV-cached passes round differently)."""
+def test_the_recorded_log_probs_are_the_recomputed_pi_old_of_the_same_samples(tiny_model, top_p, lean):
+    """At the spec's temperature 1.2, with and without a nucleus, through `generate` and through the
+    lean loop (decode.py): recording changes no sampled token (same seed), and each token's
+    recorded log-prob equals the tempered, truncated log-prob of a full forward pass to float32
+    rounding (the KV-cached passes round differently)."""
     model = load_policy(tiny_model, "float32", torch.device("cpu"))
     tokenizer = load_tokenizer(tiny_model)
     prompts = [tokenizer("What is 3 + 4?")["input_ids"], tokenizer("Add 12 and 7.")["input_ids"]]
@@ -26,7 +28,9 @@ def test_the_recorded_log_probs_are_the_recomputed_pi_old_of_the_same_samples(ti
     samples = {}
     for record in (False, True):
         torch.manual_seed(0)
-        backend = HFGenerateBackend(model, tokenizer.eos_token_id, tokenizer.pad_token_id, 8, record_logprobs=record)
+        backend = HFGenerateBackend(
+            model, tokenizer.eos_token_id, tokenizer.pad_token_id, 8, record_logprobs=record, lean=lean
+        )
         samples[record] = backend.generate(prompts, params)
 
     assert [g.token_ids for g in samples[True]] == [g.token_ids for g in samples[False]]
