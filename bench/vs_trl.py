@@ -1,7 +1,7 @@
 """The engine against TRL's GRPOTrainer on the same model and the same work per RL step.
 
     .venv/bin/pip install -e '.[bench]'        # TRL: a benchmark-only extra, never a runtime dependency
-    .venv/bin/python bench/vs_trl.py [--repetitions 3] [--steps 3] [--threads 1 2]
+    .venv/bin/python bench/vs_trl.py [--repetitions 3] [--steps 3] [--threads 1 2] [--sampler generate]
 
 Both sides train the same random Qwen2 (hidden 256, 4 layers, a 512-token vocabulary from a locally
 trained tokenizer: offline) on the same reasoning-gym prompts, as close to ProRL v2 as TRL allows:
@@ -75,8 +75,9 @@ def engine_config(model: Path, steps: int, bf16: bool = False):
     )
 
 
-def run_engine(model: Path, steps: int, bf16: bool) -> tuple[list[float], list[int]]:
-    """Wall seconds and generated tokens of each RL step of the engine's Trainer."""
+def run_engine(model: Path, steps: int, bf16: bool, sampler: str = "lean") -> tuple[list[float], list[int]]:
+    """Wall seconds and generated tokens of each RL step of the engine's Trainer; `sampler` lean is
+    its own decode loop (prorl_engine/decode.py), generate is Hugging Face `generate`."""
     from prorl_engine.events import NullSink
     from prorl_engine.trainer import Trainer
 
@@ -91,12 +92,13 @@ def run_engine(model: Path, steps: int, bf16: bool) -> tuple[list[float], list[i
     with tempfile.TemporaryDirectory() as run_dir:
         clock = Clock()
         trainer = Trainer(engine_config(model, steps, bf16), run_dir, clock)
+        trainer.backend.lean = sampler == "lean"
         clock.times = [now()]  # the steps, not the set-up
         trainer.train()
     return durations(clock.times), clock.tokens
 
 
-def run_trl(model: Path, steps: int, bf16: bool) -> tuple[list[float], list[int]]:
+def run_trl(model: Path, steps: int, bf16: bool, sampler: str = "") -> tuple[list[float], list[int]]:
     """Wall seconds and generated tokens of each RL step (one generation, UPDATES optimizer steps) of
     TRL's GRPOTrainer on the engine's first prompts, formatted as the engine formats them."""
     import torch
@@ -183,13 +185,13 @@ def durations(times: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(times, times[1:])]
 
 
-def measure(side: str, model: Path, steps: int, threads: int, bf16: bool) -> dict:
+def measure(side: str, model: Path, steps: int, threads: int, bf16: bool, sampler: str) -> dict:
     """One process's figures (run as `--side`): after the warm-up step, median step seconds,
     generated tokens/s over the measured steps, and the process's peak RSS."""
     import torch
 
     torch.set_num_threads(threads)
-    seconds, tokens = {"engine": run_engine, "trl": run_trl}[side](model, steps, bf16)
+    seconds, tokens = {"engine": run_engine, "trl": run_trl}[side](model, steps, bf16, sampler)
     (wall, cpu), tokens = zip(*seconds[1:]), tokens[1:]
     return {
         "side": side,
@@ -201,10 +203,11 @@ def measure(side: str, model: Path, steps: int, threads: int, bf16: bool) -> dic
     }
 
 
-def spawn(side: str, model: Path, steps: int, threads: int, bf16: bool) -> dict:
+def spawn(side: str, model: Path, steps: int, threads: int, bf16: bool, sampler: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, __file__, "--side", side, "--model", str(model), "--steps", str(steps)]
     command += ["--bf16"] if bf16 else []
+    command += ["--sampler", sampler]
     done = subprocess.run([*command, "--threads", str(threads)], env=env, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"the {side} process failed:\n{done.stderr[-3000:]}")
@@ -220,17 +223,25 @@ def main() -> None:
     parser.add_argument(
         "--bf16", action="store_true", help="both sides update under bfloat16 autocast (float32 weights)"
     )
+    parser.add_argument(
+        "--sampler",
+        choices=("lean", "generate"),
+        default="lean",
+        help="the engine's sampler: its lean decode loop (the default) or Hugging Face generate",
+    )
     parser.add_argument("--side", choices=("engine", "trl"), help=argparse.SUPPRESS)  # one measuring process
     args = parser.parse_args()
     if args.steps < 2:
         parser.error("--steps: at least 2 (the first step is a warm-up)")
     if args.side:
-        print(json.dumps(measure(args.side, build_model(args.model), args.steps, args.threads[0], args.bf16)))
+        figures = measure(args.side, build_model(args.model), args.steps, args.threads[0], args.bf16, args.sampler)
+        print(json.dumps(figures))
         return
 
     model = build_model(args.model)
     precision = "bf16 autocast" if args.bf16 else "float32"
     work = f"{PROMPTS} prompts x {SAMPLES} samples, <= {NEW_TOKENS} new tokens, {UPDATES} updates, {precision}"
+    work += f", engine sampler {args.sampler}"
     print(f"model {model}; {work}")
     print(f"{'rep':>3} {'thr':>3} {'side':>6} {'step s':>7} {'tokens/s':>9} {'tokens/CPU s':>12} {'peak RSS MiB':>12}")
     ratios: dict[int, list[float]] = {threads: [] for threads in args.threads}
@@ -238,7 +249,7 @@ def main() -> None:
     for repetition in range(args.repetitions):
         for threads in args.threads:
             order = ("engine", "trl") if repetition % 2 == 0 else ("trl", "engine")
-            figures = {side: spawn(side, model, args.steps, threads, args.bf16) for side in order}
+            figures = {side: spawn(side, model, args.steps, threads, args.bf16, args.sampler) for side in order}
             for side in order:
                 f = figures[side]
                 print(

@@ -19,7 +19,7 @@ all of this is what a single process always did.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -153,7 +153,13 @@ def micro_batches(
     update; returned grouped as the plan groups them (one list per minibatch). `rollout_logprobs`:
     the rollout engine's log-probs of each response's tokens, when it has its own (else empty).
     `pi_old` None: the sampler was the trainer's own float32 model (backends.sampler_gives_pi_old),
-    and its `rollout_logprobs` are pi_old itself, with no correction to make."""
+    and its `rollout_logprobs` are pi_old itself, with no correction to make.
+
+    The no-grad passes need no minibatch: they run over the same responses regrouped by prompt
+    (`by_prompt`), as many micro-batches as the plan has (a sharded model's ranks run the same
+    number of forward passes), so each prompt's tokens run once per pass rather than once per
+    micro-batch that holds one of its responses (response_head.py shares a prompt inside a batch).
+    A token's log-prob does not depend on its batch, but for float rounding."""
 
     def packed_for(idx: list[int]) -> PackedBatch:
         if not idx:  # an empty micro-batch: one padding token, masked out
@@ -164,14 +170,25 @@ def micro_batches(
 
     packed = [[packed_for(idx) for idx in minibatch] for minibatch in plan]
     flat = [batch for minibatch in packed for batch in minibatch]
+    flat_idx = [idx for minibatch in plan for idx in minibatch]
+    grouped_idx = by_prompt(flat_idx, prompts)
+    grouped = [packed_for(idx) for idx in grouped_idx]
+
+    def regrouped(logprobs: LogProbs) -> Iterator[torch.Tensor]:
+        """`logprobs` of the prompt-grouped batches, laid out as the plan's micro-batches."""
+        values = {}
+        for idx, logp in zip(grouped_idx, logprobs(grouped), strict=True):
+            for row, i in enumerate(idx):
+                values[i] = logp[row, : len(responses[i])].tolist()
+        return iter([_padded(b, [values[i] for i in idx]) for b, idx in zip(flat, flat_idx)])
+
     if pi_old is None:  # the sampler's log-probs are pi_old: no forward pass, and nothing to correct
-        flat_idx = [idx for minibatch in plan for idx in minibatch]
         old = iter([_padded(b, [rollout_logprobs[i] for i in idx]) for b, idx in zip(flat, flat_idx)])
         engine_logprobs: Sequence[list[float]] = ()
     else:
-        old = iter(pi_old(flat))  # all of pi_old's forward passes, then all of pi_ref's
+        old = regrouped(pi_old)  # all of pi_old's forward passes, then all of pi_ref's
         engine_logprobs = rollout_logprobs
-    ref = iter(pi_ref(flat))
+    ref = regrouped(pi_ref)
 
     def rollout_logp(batch: PackedBatch, idx: list[int]) -> torch.Tensor | None:
         if not engine_logprobs or not idx:
@@ -187,6 +204,19 @@ def micro_batches(
         ]
         for batches, minibatch in zip(packed, plan)
     ]
+
+
+def by_prompt(micro_batches: list[list[int]], prompts: Sequence[list[int]]) -> list[list[int]]:
+    """The responses of `micro_batches` (indices), as many micro-batches again, none larger than the
+    largest of them, each response once, a prompt's responses side by side (prompts in the order
+    they first appear); trailing ones may be empty."""
+    indices = [i for idx in micro_batches for i in idx]
+    first: dict[tuple[int, ...], int] = {}
+    for i in indices:
+        first.setdefault(tuple(prompts[i]), len(first))
+    indices.sort(key=lambda i: first[tuple(prompts[i])])  # stable: a prompt's responses keep their order
+    size = max(1, max((len(idx) for idx in micro_batches), default=1))
+    return [indices[k * size : (k + 1) * size] for k in range(len(micro_batches))]
 
 
 def _padded(batch: PackedBatch, values: list[list[float]]) -> torch.Tensor:
