@@ -32,7 +32,7 @@ FILTER_ON = ("verifier", "shaped")  # which reward dynamic sampling tests (PRORL
 ROLLOUT_BACKENDS = ("hf", "vllm")
 ROLLOUT_CORRECTIONS = ("auto", "none", "icepop")  # PRORL_SPEC.md section 7b; auto = icepop with vllm, none with hf
 DEVICES = ("auto", "cpu", "cuda")
-NOVELTY_CORPORA = ("none", "training_data", "demo_sft")  # prorl_engine/novelty.py reads them
+NOVELTY_CORPORA = ("none", "training_data", "demo_sft", "demo_padded_sft")  # prorl_engine/novelty.py reads them
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_MIX = ({"task": "chain_sum", "source": "reasoning_gym", "weight": 1.0, "size": 1000},)
 
@@ -266,7 +266,7 @@ class RunFields:
         "evaluation",
         "Reference corpus of eval/<scope>/novelty@n, the share of response word n-grams (n = 4..8) it never "
         "holds: none; training_data (the mix's training prompts and answers); demo_sft (the demo base model's "
-        "SFT data).",
+        "SFT data); demo_padded_sft (the claims demo's padded base model's SFT data).",
         choices=NOVELTY_CORPORA,
     )
 

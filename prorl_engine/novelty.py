@@ -40,6 +40,7 @@ UNKNOWN = -1  # the id of a word the corpus never uses
 # "module:function" and imported only when asked for (the core imports nothing of the demo).
 CORPUS_BUILDERS: dict[str, str] = {
     "demo_sft": "prorl_engine.demo.build:sft_corpus",  # the demo base model's SFT prompts and targets
+    "demo_padded_sft": "prorl_engine.demo.build:padded_sft_corpus",  # the claims demo's base (padded steps)
 }
 
 

@@ -95,7 +95,8 @@ class CompareForm(forms.Form):
         required=False,
         label="novelty against",
         help_text="Reference corpus of novelty@n (word 4- to 8-grams never in it): none, training_data (the prompt "
-        "run's training split), demo_sft (the demo base model's SFT data).",
+        "run's training split), demo_sft (the demo base model's SFT data), demo_padded_sft (the claims demo's "
+        "padded base model's SFT data).",
     )
 
     def __init__(self, *args: Any, user, **kwargs: Any):

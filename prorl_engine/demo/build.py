@@ -48,6 +48,7 @@ KNOBS = tuple(key for key in DEMO_BUILD if key != "sft_steps")  # what shapes th
 SFT_EXAMPLES_PER_TASK = 9000
 PACKAGE_DIR = Path(prorl_engine.__file__).resolve().parent
 DEMO_MODEL_DIR = PACKAGE_DIR / "configs" / "demo-base"  # the committed build (seed 0)
+PADDED_MODEL_DIR = PACKAGE_DIR / "configs" / "demo-base-padded"  # the claims demo's base (demo-claims.yaml)
 # What an older build_info.json may lack: the values those builds used.
 _RECIPE_DEFAULTS = {
     "direct_fraction": 0.0,
@@ -240,6 +241,22 @@ def sft_corpus() -> list[str]:
     reference corpus `novelty_corpus: demo_sft` measures the demo run's novelty against."""
     knobs = {key: DEMO_BUILD[key] for key in KNOBS}  # held_out_seeds among them
     return [f"{p.prompt}\n{p.response}" for p in sft_problems(SFT_EXAMPLES_PER_TASK, 0, **knobs)]
+
+
+def padded_sft_corpus() -> list[str]:
+    """The claims demo's base model's SFT data as text (`novelty_corpus: demo_padded_sft`): the
+    committed padded build, its problems made again from the recipe its build_info.json records."""
+    return build_sft_corpus(PADDED_MODEL_DIR)
+
+
+def build_sft_corpus(folder: Path) -> list[str]:
+    """The SFT data of the build in `folder` (prompt, then target response, per problem), made again
+    from its build_info.json: the seed and data knobs fix every problem (`sft_problems`)."""
+    info = json.loads((Path(folder) / "build_info.json").read_text(encoding="utf-8"))
+    knobs = {key: info.get(key, _RECIPE_DEFAULTS.get(key)) for key in (*KNOBS, "padding")}
+    knobs["guess_offset"], knobs["padding"] = tuple(knobs["guess_offset"]), tuple(knobs["padding"])
+    problems = sft_problems(SFT_EXAMPLES_PER_TASK, info["seed"], **knobs)
+    return [f"{p.prompt}\n{p.response}" for p in problems]
 
 
 def finished_build(folder: Path, recipe: dict[str, Any]) -> bool:

@@ -128,3 +128,29 @@ def test_the_committed_base_never_solves_the_ood_family_at_k_16(ood):
     )["base"]
     assert report.metrics["eval/products/pass@16"] == 0.0
     assert len(report.samples) == 512 and not any(s.correct for s in report.samples)
+
+
+def test_the_claims_demo_novelty_corpus_is_its_padded_base_models_sft_data():
+    """`novelty_corpus: demo_padded_sft` is the committed padded build's SFT data, made again from its
+    build_info.json: as many texts as it trained on, about half the worked solutions padded with
+    identity steps (none in the unpadded demo's corpus), no held-out question of RL seeds 0-2."""
+    from prorl_engine.demo.build import PADDED_MODEL_DIR, padded_sft_corpus, sft_corpus
+    from prorl_engine.novelty import CORPUS_BUILDERS
+
+    assert "demo_padded_sft" in CORPUS_BUILDERS
+    assert RunConfig(model_path=str(PADDED_MODEL_DIR), novelty_corpus="demo_padded_sft").novelty_corpus
+    info = json.loads((PADDED_MODEL_DIR / "build_info.json").read_text())
+    texts = padded_sft_corpus()
+    assert len(texts) == info["examples"] == 27000
+
+    def identity_padded(text: str) -> bool:  # a step like "14 + 0 = 14" or "19 * 1 = 19"
+        steps = [STEP.match(s) for s in steps_of(text.split("\n", 2)[-1])]
+        return any(m and m[1] == m[4] and m[3] in ("0", "1") and m[2] in "+-*" for m in steps)
+
+    worked = [t for t in texts if demo.shows_work(t.split("\n", 2)[-1])]
+    share = sum(map(identity_padded, worked)) / len(worked)
+    assert 0.4 < share < 0.6, share
+    plain = sft_corpus()
+    assert sum(map(identity_padded, plain)) / len(plain) < 0.05
+    held_out = {e.metadata["entry"]["question"] for seed in (0, 1, 2) for e in demo.held_out_examples(seed)}
+    assert not any(text.split("\n", 1)[0] in held_out for text in texts)
