@@ -48,7 +48,8 @@ def test_a_corpus_the_model_cannot_be_measured_against_is_refused_by_name(tiny_m
     assert main(["eval", str(tiny_model), *EVAL, "--novelty-corpus", "training_data"]) == 2
     assert "--novelty-corpus training_data: the model is not a run's checkpoint" in capsys.readouterr().err
     assert main(["eval", str(tiny_model), *EVAL, "--novelty-corpus", str(tmp_path / "gone.txt")]) == 2
-    assert "neither a corpus (none, training_data, demo_sft, demo_padded_sft) nor a text file" in capsys.readouterr().err
+    corpora = "none, training_data, demo_sft, demo_padded_sft"
+    assert f"neither a corpus ({corpora}) nor a text file" in capsys.readouterr().err
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n")
     assert main(["eval", str(tiny_model), *EVAL, "--novelty-corpus", str(empty)]) == 2
